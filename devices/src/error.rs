@@ -1,0 +1,143 @@
+//! The crate's error type: one variant per rule a guest can break.
+//!
+//! Every error here is caused by guest-controlled data (or by a caller bug in
+//! the VMM glue). None of them is fatal to the host: the device logs it, counts
+//! it in [`crate::qxl::Metrics`], and either drops the offending command or
+//! latches the QXL "guest bug" state as QEMU does.
+
+use vm_memory::GuestAddress;
+
+/// Every way a guest can make an operation of the device fail.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A `QXLPHYSICAL` names a memslot id outside the table.
+    #[error("memslot id {slot} out of range (table has {count} slots)")]
+    SlotIdOutOfRange {
+        /// The slot id from the address' high bits.
+        slot: u8,
+        /// Number of slots in the table.
+        count: usize,
+    },
+    /// A `QXLPHYSICAL` names a memslot that is not active.
+    #[error("memslot {0} is not active")]
+    SlotInactive(u8),
+    /// A `QXLPHYSICAL` carries a generation that does not match its slot.
+    #[error("memslot {slot} generation mismatch: address has {got}, slot has {expected}")]
+    SlotGeneration {
+        /// The slot id.
+        slot: u8,
+        /// Generation in the address.
+        got: u8,
+        /// Generation of the slot.
+        expected: u8,
+    },
+    /// `offset + len` of a `QXLPHYSICAL` does not fit inside its memslot.
+    #[error("range {offset:#x}+{len:#x} outside memslot {slot} of size {size:#x}")]
+    OutsideSlot {
+        /// The slot id.
+        slot: u8,
+        /// Offset inside the slot.
+        offset: u64,
+        /// Requested length.
+        len: u64,
+        /// Size of the slot.
+        size: u64,
+    },
+    /// A guest memory access failed (the address is not backed by memory).
+    #[error("guest memory access of {len:#x} bytes at {addr:#x} failed")]
+    GuestMemory {
+        /// Guest address.
+        addr: u64,
+        /// Length of the access.
+        len: usize,
+    },
+    /// A memslot range given to `MEMSLOT_ADD` is not inside a RAM or VRAM BAR.
+    #[error("memslot range {start:#x}..{end:#x} is not inside a memory BAR")]
+    SlotRangeNotInBar {
+        /// Guest-physical start.
+        start: u64,
+        /// Guest-physical end.
+        end: u64,
+    },
+    /// `MEMSLOT_ADD` on a slot that is already active, or an id outside the guest's range.
+    #[error("memslot {0} cannot be added (active or out of range)")]
+    SlotAdd(u8),
+    /// A chunk chain was longer than the chunk-count cap (or circular).
+    #[error("chunk chain longer than {0} chunks (circular?)")]
+    TooManyChunks(u32),
+    /// The chunks of a chain add up to more data than the structure allows.
+    #[error("chunk chain holds {got} bytes, expected {expected}")]
+    ChunkSizeMismatch {
+        /// Bytes found (or the point at which the cap was passed).
+        got: u64,
+        /// Bytes expected.
+        expected: u64,
+    },
+    /// A size computed from guest fields is larger than the device accepts.
+    #[error("{what} of {size} bytes exceeds the cap of {cap}")]
+    TooLarge {
+        /// What was being sized.
+        what: &'static str,
+        /// The size.
+        size: u64,
+        /// The cap.
+        cap: u64,
+    },
+    /// A size computed from guest fields overflowed.
+    #[error("size arithmetic overflow in {0}")]
+    Overflow(&'static str),
+    /// A field holds a value the protocol does not define.
+    #[error("invalid {field}: {value}")]
+    InvalidValue {
+        /// The field.
+        field: &'static str,
+        /// The value, widened.
+        value: u64,
+    },
+    /// A surface id is outside `0..n_surfaces`.
+    #[error("surface id {id} out of range (n_surfaces = {max})")]
+    SurfaceIdOutOfRange {
+        /// The id.
+        id: u32,
+        /// `n_surfaces`.
+        max: u32,
+    },
+    /// Surface parameters are inconsistent (stride, size, format).
+    #[error("invalid surface: {0}")]
+    InvalidSurface(&'static str),
+    /// A ring header holds indices that cannot be valid.
+    #[error("ring {ring}: {what}")]
+    BadRing {
+        /// Which ring.
+        ring: &'static str,
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// A port was written that the device's revision or mode does not accept.
+    #[error("unexpected write of {value:#x} to I/O port {port}")]
+    UnexpectedPort {
+        /// Port offset in the I/O BAR.
+        port: u64,
+        /// Value written.
+        value: u8,
+    },
+    /// An async port was written while another async operation was outstanding.
+    #[error("async port {port} written while async operation {pending} is outstanding")]
+    AsyncBusy {
+        /// The new port.
+        port: u64,
+        /// The outstanding one.
+        pending: u64,
+    },
+}
+
+/// The crate's result type.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// The error for a failed guest memory access at `addr`.
+    pub fn guest_memory(addr: GuestAddress, len: usize) -> Self {
+        Self::GuestMemory { addr: addr.0, len }
+    }
+}

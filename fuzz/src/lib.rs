@@ -1,0 +1,1 @@
+//! Shared input builders for the fuzz targets in `fuzz/fuzz_targets/`.

@@ -1,0 +1,10 @@
+//! The crate's error type.
+
+/// Every way an operation of the SPICE server can fail.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A rectangle is not well formed (`left > right` or `top > bottom`).
+    #[error("malformed rectangle {0:?}")]
+    BadRect(crate::command::Rect),
+}
