@@ -33,3 +33,17 @@
 
 pub mod guest;
 pub mod memslot;
+
+pub mod abi;
+pub mod chunks;
+pub mod decode;
+pub mod device;
+pub mod metrics;
+pub mod pci;
+pub mod ram;
+pub mod release;
+pub mod ring;
+pub mod rom;
+
+#[cfg(any(test, feature = "test-utils"))]
+pub mod mock;

@@ -1,0 +1,1 @@
+//! (mock driver: being written)

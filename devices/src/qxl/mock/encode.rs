@@ -1,0 +1,1 @@
+//! (mock encoder: being written)
