@@ -1,6 +1,11 @@
 //! Glue between the QXL device, the SPICE server and a rust-vmm hypervisor.
 //!
 //! Modules:
-//! - [`replay`]: the QXL replay format and a player that drives the device from it.
+//! - [`replay`]: the QXL replay format (guest actions + expectations), its
+//!   parser, writer and recorder.
+//! - [`error`]: the crate's error type.
 
+pub mod error;
 pub mod replay;
+
+pub use error::{Error, Result};
