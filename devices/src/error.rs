@@ -95,6 +95,24 @@ pub enum Error {
         /// The value, widened.
         value: u64,
     },
+    /// A `QXLPHYSICAL` that the structure requires is 0 (decoder).
+    #[error("required pointer {0} is null")]
+    NullPointer(&'static str),
+    /// A guest structure's fields contradict each other (decoder): e.g. a glyph
+    /// count that does not match the glyphs found, a source area outside its bitmap.
+    #[error("malformed {0}")]
+    Malformed(&'static str),
+    /// A NUL-terminated guest string has no NUL within its bound (decoder).
+    #[error("string not terminated within {0} bytes")]
+    Unterminated(u64),
+    /// The `QXLPHYSICAL` offset arithmetic left the 48-bit offset field (decoder).
+    #[error("QXLPHYSICAL {phys:#x} + {add:#x} overflows the offset field")]
+    PhysOverflow {
+        /// The base address.
+        phys: u64,
+        /// The offset added.
+        add: u64,
+    },
     /// A surface id is outside `0..n_surfaces`.
     #[error("surface id {id} out of range (n_surfaces = {max})")]
     SurfaceIdOutOfRange {

@@ -1,1 +1,0 @@
-//! (decoders: being written)

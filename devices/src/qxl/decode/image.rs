@@ -1,0 +1,1 @@
+//! `QXLImage` decoding (being filled in).
