@@ -1,1 +1,107 @@
-//! Shared input builders for the fuzz targets in `fuzz/fuzz_targets/`.
+//! Shared harnesses for the fuzz targets in `fuzz/fuzz_targets/`.
+//!
+//! Each decoder target lays the fuzzer's bytes out as a small device memory
+//! with two memslots, points a command at an offset chosen by the input, and
+//! runs the real decoder. Inputs are hostile by construction: every pointer,
+//! count and size inside them is whatever the fuzzer made up. The harness only
+//! asserts what must always hold: the decoder returns (no panic, no hang) and
+//! never hands back more data than its limits allow.
+
+use devices::qxl::decode::{self, Limits};
+use devices::qxl::memslot::{MemSlot, MemSlots};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+/// Size of the device memory a decoder input is laid out in.
+pub const MEM_SIZE: usize = 256 << 10;
+
+/// A device memory filled from fuzzer input, with memslot 1 over all of it
+/// (generation 0) and memslot 2 over its upper half (generation 1), so that
+/// addresses built like a driver builds them (`0x01 0x00 <offset>`) resolve.
+pub struct DecodeEnv {
+    /// The device memory.
+    pub mem: GuestMemoryMmap,
+    /// The memslot table.
+    pub slots: MemSlots,
+    /// Decoder limits, lowered so that a fuzz iteration stays cheap.
+    pub limits: Limits,
+}
+
+impl DecodeEnv {
+    /// Lay `data` out at address 0 of a fresh device memory (the rest is zero).
+    pub fn new(data: &[u8]) -> Option<Self> {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).ok()?;
+        let n = data.len().min(MEM_SIZE);
+        mem.write_slice(data.get(..n)?, GuestAddress(0)).ok()?;
+        let size = u64::try_from(MEM_SIZE).ok()?;
+        let mut slots = MemSlots::new();
+        slots
+            .add(
+                1,
+                MemSlot {
+                    virt_start: 0,
+                    size,
+                    local_start: 0,
+                    generation: 0,
+                },
+            )
+            .ok()?;
+        slots
+            .add(
+                2,
+                MemSlot {
+                    virt_start: 0,
+                    size: size / 2,
+                    local_start: size / 2,
+                    generation: 1,
+                },
+            )
+            .ok()?;
+        let limits = Limits {
+            max_chunk_data: 8 << 20,
+            max_image_bytes: 8 << 20,
+            n_surfaces: 64,
+            ..Limits::default()
+        };
+        Some(Self { mem, slots, limits })
+    }
+}
+
+/// Split an input into (command offset, flags, memory image): the first two
+/// bytes choose where in slot 1 the command structure lies, the third its
+/// `QXLCommandExt` flags (compat bits).
+pub fn split_input(data: &[u8]) -> Option<(u64, u32, &[u8])> {
+    let (head, rest) = data.split_at_checked(3)?;
+    let [a, b, flags] = head else { return None };
+    let offset = u64::from(u16::from_le_bytes([*a, *b])) * 4;
+    Some((offset, u32::from(*flags & 3), rest))
+}
+
+/// Run `decode_command` for `cmd_type` on an input.
+pub fn fuzz_decode_command(data: &[u8], cmd_type: u32) {
+    let Some((offset, flags, image)) = split_input(data) else {
+        return;
+    };
+    let Some(env) = DecodeEnv::new(image) else {
+        return;
+    };
+    let phys = devices::qxl::memslot::make_phys(1, 0, offset);
+    if let Ok(d) = decode::decode_command(&env.mem, &env.slots, cmd_type, phys, flags, &env.limits)
+    {
+        // Whatever was decoded must be consistent enough to be inspected.
+        let _ = format!("{:?}", d.command).len();
+    }
+}
+
+/// Run `decode_monitors_config` on an input.
+pub fn fuzz_decode_monitors_config(data: &[u8]) {
+    let Some((offset, _, image)) = split_input(data) else {
+        return;
+    };
+    let Some(env) = DecodeEnv::new(image) else {
+        return;
+    };
+    let phys = devices::qxl::memslot::make_phys(1, 0, offset);
+    if let Ok(cfg) = decode::decode_monitors_config(&env.mem, &env.slots, phys, &env.limits) {
+        assert!(cfg.heads.len() <= usize::from(env.limits.max_monitors));
+    }
+}

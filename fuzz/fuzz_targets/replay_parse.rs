@@ -1,0 +1,14 @@
+//! Fuzz target: the QXL replay file parser; whatever parses must serialise back to the same records.
+#![no_main]
+
+use vmm_glue::replay;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    if let Ok(records) = replay::parse(data) {
+        let again = replay::write(&records);
+        assert_eq!(
+            replay::parse(&again).ok().as_deref(),
+            Some(records.as_slice())
+        );
+    }
+});

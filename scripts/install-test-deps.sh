@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Debian packages the real-client integration tests need (spice-server/tests/spice_gtk.rs):
+# spice-gtk's spicy-screenshot, its GObject-introspection API for the Python probe under
+# tests/clients/, and Xvfb for GTK tools that insist on a display. Idempotent: packages
+# already present are skipped without touching the network.
+set -euo pipefail
+
+pkgs=(spice-client-gtk gir1.2-spiceclientglib-2.0 python3-gi xvfb)
+missing=()
+for p in "${pkgs[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+if [ "${#missing[@]}" -eq 0 ]; then
+    echo "install-test-deps: all present (${pkgs[*]})"
+    exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update
+$SUDO apt-get install -y --no-install-recommends "${missing[@]}"
