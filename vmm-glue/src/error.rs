@@ -44,6 +44,9 @@ pub enum Error {
     /// Guest memory could not be set up.
     #[error("guest memory: {0}")]
     Memory(String),
+    /// A scene could not be built (e.g. no PNG in a slideshow directory).
+    #[error("scene: {0}")]
+    Scene(String),
     /// An I/O error.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
