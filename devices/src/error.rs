@@ -140,6 +140,13 @@ pub enum Error {
         /// Value written.
         value: u8,
     },
+    /// The device configuration is invalid (sizes, revision); a VMM bug, not a guest one.
+    #[error("invalid QXL configuration: {0}")]
+    InvalidConfig(&'static str),
+    /// The guest asked for something that needs device state it has not set up
+    /// (e.g. a compat mode set before BAR0 is mapped, a primary already present).
+    #[error("invalid device state: {0}")]
+    InvalidState(&'static str),
     /// An async port was written while another async operation was outstanding.
     #[error("async port {port} written while async operation {pending} is outstanding")]
     AsyncBusy {

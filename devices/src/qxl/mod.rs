@@ -47,3 +47,6 @@ pub mod rom;
 
 #[cfg(any(test, feature = "test-utils"))]
 pub mod mock;
+
+pub use device::{IrqLine, Mode, QxlConfig, QxlDevice};
+pub use metrics::{Metrics, MetricsSnapshot};
