@@ -462,6 +462,10 @@ fn decode_path<V: GuestView + ?Sized>(ctx: &mut Ctx<'_, V>, phys: u64) -> Result
         }
         let flags = le::u32_at(head, 0);
         let count = le::u32_at(head, 4);
+        let len = usize::try_from(u64::from(count) * 8).map_err(|_| Error::Overflow("path"))?;
+        let (pts, next) = body
+            .split_at_checked(len)
+            .ok_or(Error::Malformed("path segment points past the data"))?;
         points_total = points_total.saturating_add(u64::from(count));
         if points_total > ctx.limits.max_path_points {
             return Err(Error::TooLarge {
@@ -470,10 +474,6 @@ fn decode_path<V: GuestView + ?Sized>(ctx: &mut Ctx<'_, V>, phys: u64) -> Result
                 cap: ctx.limits.max_path_points,
             });
         }
-        let len = usize::try_from(u64::from(count) * 8).map_err(|_| Error::Overflow("path"))?;
-        let (pts, next) = body
-            .split_at_checked(len)
-            .ok_or(Error::Malformed("path segment points past the data"))?;
         segments.push(PathSeg {
             flags,
             points: pts

@@ -1,1 +1,0 @@
-//! Decoder tests (being written).
