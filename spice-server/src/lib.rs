@@ -9,6 +9,7 @@
 //! - [`command`]: the command model shared with the device (draw commands, surfaces,
 //!   cursors, images), and the sink trait the device talks to.
 
+pub mod codecs;
 pub mod command;
 pub mod error;
 

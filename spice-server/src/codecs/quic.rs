@@ -1,0 +1,1310 @@
+//! QUIC, SPICE's lossless photographic codec (SFALIC-derived; spice-common
+//! `quic.c`, `quic_tmpl.c`, `quic_family_tmpl.c`).
+//!
+//! # Stream
+//! A sequence of little-endian 32-bit words carrying a bit stream read most
+//! significant bit first. Five header words (magic `0x43495551` = `"QUIC"`,
+//! version 0, [`QuicImageType`], width, height), then the rows, visual top row
+//! first, then the encoder's flush: zero bits up to a word boundary and one more
+//! zero word (the decoder reads one word ahead).
+//!
+//! # Model
+//! * Channels are coded interleaved per pixel (R, G, B for RGB types; RGBA codes
+//!   each row's RGB pass and then its alpha pass; GRAY one channel). RGB16 uses
+//!   5 bits per channel and a 5-bit code family, everything else 8 bits.
+//! * Prediction: row 0 from the left neighbour (the first pixel from 0), other
+//!   rows from `(left + above) / 2` (the first pixel from the one above). The
+//!   residual modulo 2^bpc is folded to an unsigned value (0, -1, 1, -2, ...
+//!   ↦ 0, 1, 2, 3, ...).
+//! * The folded residual is Golomb-Rice coded with code number `l` taken from
+//!   the *bucket* of the previous folded residual of the same channel (buckets
+//!   of 1, 2, 4, 8... contexts), with an escape for long codes (limit 26 bits).
+//! * After a pseudo-random number of pixels (a fixed 256-entry table, a wait
+//!   mask that widens every 2048 pixels up to 63) the bucket's per-code
+//!   counters are updated with the cost of each code, the cheapest code becomes
+//!   the bucket's best, and counters halve when over a trigger.
+//! * Rows after the first have a run mode: when the two pixels above are equal
+//!   and the two on the left too, a run of pixels equal to the left one is
+//!   coded with an adaptive MELCODE (32 states).
+//!
+//! Encoder and decoder follow the reference state machine step for step; the
+//! bit stream is identical to what spice-common's encoder produces.
+
+use std::sync::OnceLock;
+
+use super::{CodecError, DecodeLimits, DecodedImage, ImageRef, PixelFormat};
+
+/// `"QUIC"` read as a little-endian `u32`.
+pub const QUIC_MAGIC: u32 = 0x4349_5551;
+/// Version 0.0.
+pub const QUIC_VERSION: u32 = 0;
+/// Largest image in pixels the reference accepts.
+const MAX_PIXELS: u64 = 512 * 1024 * 1024 - 1;
+
+/// Codeword length limit of the code families.
+const MAX_CODE_LEN: u32 = 26;
+/// Final wait-mask index.
+const WMI_MAX: u32 = 6;
+/// Pixels coded before the wait-mask index grows.
+const WMI_NEXT: u32 = 2048;
+/// Counter-halving triggers by wait-mask index, for model evolution 3.
+const WM_TRIGGER: [u32; 11] = [110, 550, 900, 800, 550, 400, 350, 250, 140, 160, 140];
+/// MELCODE: `log2` of the expected run length for each state.
+const MELC_LEN: [u32; 32] = [
+    0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 9, 10, 11, 12, 13,
+    14, 15,
+];
+/// The fixed pseudo-random table deciding when models update.
+#[rustfmt::skip]
+const TABRAND: [u32; 256] = [
+    0x02c5_7542, 0x3542_7717, 0x2f5a_2153, 0x9244_f155, 0x7bd2_6d07, 0x354c_6052,
+    0x5732_9b28, 0x2993_868e, 0x6cd8_808c, 0x147b_46e0, 0x99db_66af, 0xe32b_4cac,
+    0x1b67_1264, 0x9d43_3486, 0x62a4_c192, 0x0608_9a4b, 0x9e3d_ce44, 0xdaab_ee13,
+    0x2224_25ea, 0xa46f_331d, 0xcd58_9250, 0x8bb8_1d7f, 0xc8b7_36b9, 0x3594_8d33,
+    0xd7ac_7fd0, 0x5fbe_2803, 0x2cfb_c105, 0x013d_bc4e, 0x7a37_820f, 0x39f8_8e9e,
+    0xedd5_8794, 0xc507_6689, 0xfcad_a5a4, 0x64c2_f46d, 0xb3ba_3243, 0x8974_b4f9,
+    0x5a05_aebd, 0x20af_cd00, 0x39e2_b008, 0x88a1_8a45, 0x600b_de29, 0xf397_1ace,
+    0xf37b_0a6b, 0x7041_495b, 0x70b7_07ab, 0x06be_ffbb, 0x4206_051f, 0xe13c_4ee3,
+    0xc1a7_8327, 0x91aa_067c, 0x8295_f72a, 0x7329_17a6, 0x1d87_1b4d, 0x4048_f136,
+    0xf184_0e7e, 0x6a60_48c1, 0x696c_b71a, 0x7ff5_01c3, 0x0fc6_310b, 0x57e0_f83d,
+    0x8cc2_6e74, 0x11a5_25a2, 0x9469_34c7, 0x7cd8_88f0, 0x8f9d_8604, 0x4f86_e73b,
+    0x0452_0316, 0xdeee_a20c, 0xf1de_f496, 0x6768_7288, 0xf540_c5b2, 0x2240_1484,
+    0x3478_658a, 0xc238_5746, 0x0197_9c2c, 0x5dad_73c8, 0x0321_f58b, 0xf0fe_dbee,
+    0x9282_6ddf, 0x284b_ec73, 0x5b1a_1975, 0x03df_1e11, 0x2096_3e01, 0xa17c_f12b,
+    0x740d_776e, 0xa7a6_bf3c, 0x01b5_cce4, 0x1118_aa76, 0xfc6f_ac0a, 0xce92_7e9b,
+    0x00bf_2567, 0x806f_216c, 0xbca6_9056, 0x795b_d3e9, 0xc9dc_4557, 0x8929_b6c2,
+    0x789d_52ec, 0x3f3f_bf40, 0xb919_7368, 0xa38c_15b5, 0xc3b4_4fa8, 0xca83_33b0,
+    0xb7e8_d590, 0xbe80_7feb, 0xbf5f_8360, 0xd99e_2f5c, 0x3729_28e1, 0x7c75_7c4c,
+    0x0db5_b154, 0xc01e_de02, 0x1fc8_6e78, 0x1f39_85be, 0xb480_5c77, 0x00c8_80fa,
+    0x974c_1b12, 0x35ab_0214, 0xb2dc_840d, 0x5b00_ae37, 0xd313_b026, 0xb260_969d,
+    0x7f4c_8879, 0x1734_c4d3, 0x4906_8631, 0xb9f6_a021, 0x6b86_3e6f, 0xcee5_debf,
+    0x29f8_c9fb, 0x53dd_6880, 0x72b6_1223, 0x1f67_a9fd, 0x0a0f_6993, 0x13e5_9119,
+    0x11cc_a12e, 0xfe6b_6766, 0x16b6_effc, 0x9791_8fc4, 0xc2b8_a563, 0x94f2_f741,
+    0x0bfa_8c9a, 0xd153_7ae8, 0xc1da_349c, 0x873c_60ca, 0x9500_5b85, 0x9b5c_080e,
+    0xbc8a_bbd9, 0xe1ea_b1d2, 0x6dac_9070, 0x4ea9_ebf1, 0xe0cf_30d4, 0x1ef5_bd7b,
+    0xd161_043e, 0x5d2f_a2e2, 0xff5d_3cae, 0x86ed_9f87, 0x2aa1_daa1, 0xbd73_1a34,
+    0x9e8f_4b22, 0xb1c2_c67a, 0xc217_58c9, 0xa182_215d, 0xccb0_1948, 0x8d16_8df7,
+    0x0423_8cfe, 0x368c_3dbc, 0x0aea_dca5, 0xbad2_1c24, 0x0a71_fee5, 0x9fc5_d872,
+    0x54c1_52c6, 0xfc32_9483, 0x6783_384a, 0xeddb_3e1c, 0x65f9_0e30, 0x884a_d098,
+    0xce81_675a, 0x4b37_2f7d, 0x68bf_9a39, 0x4344_5f1e, 0x40f8_d8cb, 0x90d5_acb6,
+    0x4cd0_7282, 0x349e_eb06, 0x0c9d_5332, 0x520b_24ef, 0x8002_0447, 0x6797_6491,
+    0x2f93_1ca3, 0xfe9b_0535, 0xfcd3_0220, 0x61a9_e6cc, 0xa487_d8d7, 0x3f7c_5dd1,
+    0x7d01_27c5, 0x48f5_1d15, 0x60de_a871, 0xc9a9_1cb7, 0x58b5_3bb3, 0x9d5e_0b2d,
+    0x624a_78b4, 0x30db_ee1b, 0x9bdf_22e7, 0x1df5_c299, 0x2d56_43a7, 0xf4dd_35ff,
+    0x03ca_8fd6, 0x53b4_7ed8, 0x6f2c_19aa, 0xfeb0_c1f4, 0x49e5_4438, 0x2f25_77e6,
+    0xbf87_6969, 0x7244_0ea9, 0xfa0b_afb8, 0x74f5_b3a0, 0x7dd3_57cd, 0x89ce_1358,
+    0x6ef2_cdda, 0x1e77_67f3, 0xa6be_9fdb, 0x4f5f_88f8, 0xba99_4a3a, 0x08ca_6b65,
+    0xe089_3818, 0x9e00_a16a, 0xf42b_fc8f, 0x9972_eedc, 0x749c_8b51, 0x32c0_5f5e,
+    0xd706_805f, 0x6bfb_b7cf, 0xd921_0a10, 0x31a1_db97, 0x923a_9559, 0x37a7_a1f6,
+    0x059f_8861, 0xca49_3e62, 0x6515_7e81, 0x8f64_67dd, 0xab85_ff9f, 0x9331_aff2,
+    0x8616_b9f5, 0xedbd_5695, 0xee7e_29b1, 0x313a_c44f, 0xb903_112f, 0x432e_f649,
+    0xdc0a_36c0, 0x61cf_2bba, 0x8147_4925, 0xa8b6_c7ad, 0xee59_31de, 0xb2f8_158d,
+    0x59fb_7409, 0x2e3d_faed, 0x9af2_5a3f, 0xe1fe_d4d5,
+];
+
+/// QUIC image types (`QuicImageType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QuicImageType {
+    /// One 8-bit channel.
+    Gray = 1,
+    /// x1r5g5b5.
+    Rgb16 = 2,
+    /// B, G, R.
+    Rgb24 = 3,
+    /// B, G, R, X.
+    Rgb32 = 4,
+    /// B, G, R, A.
+    Rgba = 5,
+}
+
+impl QuicImageType {
+    /// The type with wire value `v`.
+    ///
+    /// # Errors
+    /// [`CodecError::BadImageType`] for 0 (invalid) and values above 5.
+    pub fn from_u32(v: u32) -> Result<Self, CodecError> {
+        Ok(match v {
+            1 => Self::Gray,
+            2 => Self::Rgb16,
+            3 => Self::Rgb24,
+            4 => Self::Rgb32,
+            5 => Self::Rgba,
+            other => return Err(CodecError::BadImageType(other)),
+        })
+    }
+
+    /// The QUIC type for a pixel format (A8 is coded as GRAY).
+    ///
+    /// # Errors
+    /// [`CodecError::UnsupportedFormat`] for palette formats.
+    pub fn for_format(format: PixelFormat) -> Result<Self, CodecError> {
+        match format {
+            PixelFormat::A8 => Ok(Self::Gray),
+            PixelFormat::Rgb16 => Ok(Self::Rgb16),
+            PixelFormat::Rgb24 => Ok(Self::Rgb24),
+            PixelFormat::Rgb32 => Ok(Self::Rgb32),
+            PixelFormat::Rgba => Ok(Self::Rgba),
+            _ => Err(CodecError::UnsupportedFormat {
+                codec: "QUIC",
+                format,
+            }),
+        }
+    }
+
+    /// The pixel format the decoder produces (GRAY gives A8).
+    #[must_use]
+    pub const fn pixel_format(self) -> PixelFormat {
+        match self {
+            Self::Gray => PixelFormat::A8,
+            Self::Rgb16 => PixelFormat::Rgb16,
+            Self::Rgb24 => PixelFormat::Rgb24,
+            Self::Rgb32 => PixelFormat::Rgb32,
+            Self::Rgba => PixelFormat::Rgba,
+        }
+    }
+}
+
+/// `n` low bits set (`n` ≤ 32).
+#[inline(always)]
+const fn low_mask(n: u32) -> u32 {
+    if n >= 32 { u32::MAX } else { (1u32 << n) - 1 }
+}
+
+/// Number of bits needed to count `val` values: `ceil(log2(val))`.
+const fn ceil_log2(val: u32) -> u32 {
+    if val <= 1 {
+        0
+    } else {
+        32 - (val - 1).leading_zeros()
+    }
+}
+
+/// A Golomb-Rice code family for one channel depth, and its bucket layout.
+struct Family {
+    /// Bits per channel (8 or 5).
+    bpc: u32,
+    /// Per code number: how many values have a plain Golomb-Rice codeword.
+    n_gr: [u32; 8],
+    /// Per code number: length of the escape ("not GR") codeword.
+    not_gr_len: [u32; 8],
+    /// Per code number: a 32-bit window at or below this is an escape codeword.
+    not_gr_prefix_mask: [u32; 8],
+    /// Per code number: bits of the escape codeword's suffix.
+    not_gr_suffix_len: [u32; 8],
+    /// `[value][code]` → `codeword << 5 | length`.
+    code: Box<[[u32; 8]; 256]>,
+    /// Residual (mod 2^bpc) → folded value.
+    fold: [u8; 256],
+    /// Folded value → residual (mod 2^bpc).
+    unfold: [u8; 256],
+    /// Context value → bucket number.
+    bucket_of: [u8; 256],
+    /// Number of buckets.
+    n_buckets: usize,
+}
+
+impl Family {
+    fn new(bpc: u32) -> Self {
+        let levels = 1u32 << bpc;
+        let mut f = Self {
+            bpc,
+            n_gr: [0; 8],
+            not_gr_len: [0; 8],
+            not_gr_prefix_mask: [0; 8],
+            not_gr_suffix_len: [0; 8],
+            code: Box::new([[0; 8]; 256]),
+            fold: [0; 256],
+            unfold: [0; 256],
+            bucket_of: [0; 256],
+            n_buckets: 0,
+        };
+        for l in 0..bpc {
+            let li = l as usize;
+            let prefix = (MAX_CODE_LEN - bpc).min(low_mask(bpc - l));
+            let n_gr = prefix << l;
+            f.n_gr[li] = n_gr;
+            f.not_gr_suffix_len[li] = ceil_log2(levels - n_gr);
+            f.not_gr_len[li] = prefix + f.not_gr_suffix_len[li];
+            f.not_gr_prefix_mask[li] = low_mask(32 - prefix);
+            for n in 0..256u32 {
+                let (cw, len) = if n < n_gr {
+                    ((1 << l) | (n & low_mask(l)), (n >> l) + l + 1)
+                } else {
+                    (
+                        n.wrapping_sub(n_gr) & low_mask(f.not_gr_len[li]),
+                        f.not_gr_len[li],
+                    )
+                };
+                f.code[n as usize][li] = (cw << 5) | len;
+            }
+        }
+        let max = levels - 1;
+        for s in 0..levels {
+            let folded = if s <= max >> 1 {
+                s << 1
+            } else {
+                ((max - s) << 1) + 1
+            };
+            f.fold[s as usize] = u8::try_from(folded).unwrap_or(0);
+            let unfolded = if s & 1 == 1 { max - (s >> 1) } else { s >> 1 };
+            f.unfold[s as usize] = u8::try_from(unfolded).unwrap_or(0);
+        }
+        // Buckets for model evolution 3: sizes 1, 2, 4, 8...; a bucket takes the
+        // rest of the levels when a bucket of its size would not fit after it.
+        let mut start = 0u32;
+        let mut size = 1u32;
+        let mut bucket = 0u8;
+        loop {
+            let mut end = start + size - 1;
+            if end + size >= levels {
+                end = levels - 1;
+            }
+            for v in start..=end {
+                f.bucket_of[v as usize] = bucket;
+            }
+            bucket += 1;
+            if end >= levels - 1 {
+                break;
+            }
+            start = end + 1;
+            size *= 2;
+        }
+        f.n_buckets = usize::from(bucket);
+        f
+    }
+}
+
+/// The 8-bit and 5-bit families, built once.
+fn family(bpc: u32) -> &'static Family {
+    static F8: OnceLock<Family> = OnceLock::new();
+    static F5: OnceLock<Family> = OnceLock::new();
+    if bpc == 5 {
+        F5.get_or_init(|| Family::new(5))
+    } else {
+        F8.get_or_init(|| Family::new(8))
+    }
+}
+
+/// State shared by the channels coded together (`CommonState`): model update
+/// scheduling and the MELCODE run coder.
+#[derive(Debug, Clone)]
+struct State {
+    waitcnt: usize,
+    seed: u8,
+    wm_trigger: u32,
+    wmidx: u32,
+    wmileft: usize,
+    melc_state: usize,
+    melc_len: u32,
+    melc_order: u64,
+}
+
+impl State {
+    fn new() -> Self {
+        Self {
+            waitcnt: 0,
+            seed: 0xff,
+            wm_trigger: WM_TRIGGER[0],
+            wmidx: 0,
+            wmileft: WMI_NEXT as usize,
+            melc_state: 0,
+            melc_len: MELC_LEN[0],
+            melc_order: 1 << MELC_LEN[0],
+        }
+    }
+
+    #[inline(always)]
+    fn tabrand(&mut self) -> usize {
+        self.seed = self.seed.wrapping_add(1);
+        TABRAND[usize::from(self.seed)] as usize
+    }
+
+    fn set_wm_trigger(&mut self) {
+        self.wm_trigger = WM_TRIGGER[(self.wmidx as usize).min(10)];
+    }
+
+    fn melc_up(&mut self) {
+        if self.melc_state < MELC_LEN.len() - 1 {
+            self.melc_state += 1;
+            self.melc_len = MELC_LEN[self.melc_state];
+            self.melc_order = 1 << self.melc_len;
+        }
+    }
+
+    fn melc_down(&mut self) {
+        if self.melc_state > 0 {
+            self.melc_state -= 1;
+            self.melc_len = MELC_LEN[self.melc_state];
+            self.melc_order = 1 << self.melc_len;
+        }
+    }
+}
+
+/// Adaptive model of one channel.
+struct Model {
+    /// Best code number per bucket.
+    best: [u8; 8],
+    /// Per bucket, per code number: accumulated code lengths.
+    counters: [[u32; 8]; 8],
+    /// Folded residuals of the current row, shifted by one: `corr[0]` is the
+    /// context of the first pixel (the previous row's first residual).
+    corr: Vec<u8>,
+}
+
+impl Model {
+    fn new(fam: &Family, width: usize) -> Self {
+        Self {
+            best: [u8::try_from(fam.bpc - 1).unwrap_or(7); 8],
+            counters: [[0; 8]; 8],
+            corr: vec![0; width + 1],
+        }
+    }
+
+    /// Code number for the context value `ctx`.
+    #[inline(always)]
+    fn code_for(&self, fam: &Family, ctx: u8) -> usize {
+        usize::from(self.best[usize::from(fam.bucket_of[usize::from(ctx)])])
+    }
+
+    /// Adds the cost of coding `val` in the bucket of `ctx` to each code number's
+    /// counter and picks the cheapest (ties keep the larger code number).
+    #[inline]
+    fn update(&mut self, fam: &Family, ctx: u8, val: u8, trigger: u32) {
+        let b = usize::from(fam.bucket_of[usize::from(ctx)]);
+        let bpc = fam.bpc as usize;
+        let lens = &fam.code[usize::from(val)];
+        let counters = &mut self.counters[b];
+        let mut best = bpc - 1;
+        counters[best] += lens[best] & 31;
+        let mut best_len = counters[best];
+        for l in (0..bpc - 1).rev() {
+            counters[l] += lens[l] & 31;
+            if counters[l] < best_len {
+                best = l;
+                best_len = counters[l];
+            }
+        }
+        self.best[b] = u8::try_from(best).unwrap_or(0);
+        if best_len > trigger {
+            for c in &mut counters[..bpc] {
+                *c >>= 1;
+            }
+        }
+    }
+}
+
+/// MSB-first bit writer into little-endian 32-bit words.
+struct BitWriter {
+    out: Vec<u8>,
+    acc: u64,
+    nbits: u32,
+}
+
+impl BitWriter {
+    /// Appends the low `len` bits of `code` (`len` ≤ 32).
+    #[allow(clippy::cast_possible_truncation)] // Keeping the low 32 bits of the accumulator is the intent.
+    #[inline(always)]
+    fn put(&mut self, code: u32, len: u32) {
+        self.acc = (self.acc << len) | u64::from(code);
+        self.nbits += len;
+        if self.nbits >= 32 {
+            self.nbits -= 32;
+            let w = (self.acc >> self.nbits) as u32;
+            self.out.extend_from_slice(&w.to_le_bytes());
+        }
+    }
+
+    /// `n` one bits.
+    fn put_ones(&mut self, mut n: u64) {
+        while n >= 16 {
+            self.put(0xffff, 16);
+            n -= 16;
+        }
+        if n > 0 {
+            let n = u32::try_from(n).unwrap_or(0);
+            self.put(low_mask(n), n);
+        }
+    }
+
+    /// The reference flush: zero bits to the word boundary, then a zero word.
+    fn finish(mut self) -> Vec<u8> {
+        if self.nbits > 0 {
+            self.put(0, 32 - self.nbits);
+        }
+        self.put(0, 16);
+        self.put(0, 16);
+        self.out
+    }
+}
+
+/// The reference's bit reader: a 32-bit window (`word`) over the stream, one
+/// word read ahead (`next`, of which `avail` low bits are not yet in `word`).
+/// Reading past the last word is an error, as in the client.
+struct BitReader<'a> {
+    data: &'a [u8],
+    pos: usize,
+    word: u32,
+    next: u32,
+    avail: u32,
+}
+
+impl<'a> BitReader<'a> {
+    fn new(data: &'a [u8]) -> Result<Self, CodecError> {
+        let mut r = Self {
+            data,
+            pos: 0,
+            word: 0,
+            next: 0,
+            avail: 0,
+        };
+        r.next = r.read_word()?;
+        r.word = r.next;
+        Ok(r)
+    }
+
+    fn read_word(&mut self) -> Result<u32, CodecError> {
+        let b = self
+            .data
+            .get(self.pos..self.pos + 4)
+            .ok_or(CodecError::Truncated)?;
+        self.pos += 4;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// Consumes `len` bits (1..=31).
+    #[inline(always)]
+    fn eat(&mut self, len: u32) -> Result<(), CodecError> {
+        self.word <<= len;
+        if self.avail >= len {
+            self.avail -= len;
+            self.word |= self.next >> self.avail;
+            return Ok(());
+        }
+        let delta = len - self.avail;
+        self.word |= self.next << delta;
+        self.next = self.read_word()?;
+        self.avail = 32 - delta;
+        self.word |= self.next >> self.avail;
+        Ok(())
+    }
+
+    fn eat32(&mut self) -> Result<u32, CodecError> {
+        let w = self.word;
+        self.eat(16)?;
+        self.eat(16)?;
+        Ok(w)
+    }
+}
+
+/// A pixel of `N` channels, channel 0 first in coding order.
+type Px<const N: usize> = [u8; N];
+
+/// Codes rows of `N` channels sharing one [`State`].
+struct Coder<const N: usize> {
+    fam: &'static Family,
+    mask: u32,
+    state: State,
+    models: [Model; N],
+}
+
+impl<const N: usize> Coder<N> {
+    fn new(bpc: u32, width: usize) -> Self {
+        let fam = family(bpc);
+        Self {
+            fam,
+            mask: low_mask(bpc),
+            state: State::new(),
+            models: std::array::from_fn(|_| Model::new(fam, width)),
+        }
+    }
+
+    /// Model update for the pixel at `i`.
+    #[inline]
+    fn update_models(&mut self, i: usize) {
+        let trigger = self.state.wm_trigger;
+        for m in &mut self.models {
+            let (ctx, val) = (m.corr[i], m.corr[i + 1]);
+            m.update(self.fam, ctx, val, trigger);
+        }
+    }
+
+    /// Runs `seg(coder, start, end, waitmask)` over the row's wait-mask segments.
+    fn for_segments<E>(
+        &mut self,
+        width: usize,
+        mut seg: impl FnMut(&mut Self, usize, usize, usize) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut pos = 0;
+        let mut left = width;
+        while WMI_MAX > self.state.wmidx && self.state.wmileft <= left {
+            let n = self.state.wmileft;
+            if n > 0 {
+                seg(self, pos, pos + n, low_mask(self.state.wmidx) as usize)?;
+                left -= n;
+                pos += n;
+            }
+            self.state.wmidx += 1;
+            self.state.set_wm_trigger();
+            self.state.wmileft = WMI_NEXT as usize;
+        }
+        if left > 0 {
+            seg(self, pos, pos + left, low_mask(self.state.wmidx) as usize)?;
+            if WMI_MAX > self.state.wmidx {
+                self.state.wmileft -= left;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the first pixel's context for a new row.
+    fn start_row(&mut self, first_row: bool) {
+        for m in &mut self.models {
+            m.corr[0] = if first_row { 0 } else { m.corr[1] };
+        }
+    }
+
+    // ----- encoder -----
+
+    /// Codes channel values with the given predictions.
+    #[inline(always)]
+    fn put_pixel(&mut self, w: &mut BitWriter, i: usize, x: &Px<N>, pred: &Px<N>) {
+        let fam = self.fam;
+        for c in 0..N {
+            let m = &mut self.models[c];
+            let v = fam.fold[usize::from(x[c].wrapping_sub(pred[c])) & self.mask as usize];
+            m.corr[i + 1] = v;
+            let l = m.code_for(fam, m.corr[i]);
+            let cl = fam.code[usize::from(v)][l];
+            w.put(cl >> 5, cl & 31);
+        }
+    }
+
+    fn encode_row(&mut self, w: &mut BitWriter, prev: Option<&[Px<N>]>, cur: &[Px<N>]) {
+        self.start_row(prev.is_none());
+        let Ok(()) =
+            self.for_segments::<std::convert::Infallible>(cur.len(), |s, start, end, waitmask| {
+                match prev {
+                    None => s.encode_seg0(w, cur, start, end, waitmask),
+                    Some(prev) => s.encode_seg(w, prev, cur, start, end, waitmask),
+                }
+                Ok(())
+            });
+    }
+
+    /// Row 0 prediction for pixel `i` ≥ 1: the left neighbour.
+    #[inline(always)]
+    fn put_row0(&mut self, w: &mut BitWriter, cur: &[Px<N>], i: usize) {
+        let pred = cur[i - 1];
+        self.put_pixel(w, i, &cur[i], &pred);
+    }
+
+    /// Prediction `(left + above) / 2` for pixel `i` ≥ 1.
+    #[inline(always)]
+    fn avg_pred(a: &Px<N>, b: &Px<N>) -> Px<N> {
+        std::array::from_fn(|c| {
+            let s = (u16::from(a[c]) + u16::from(b[c])) >> 1;
+            u8::try_from(s).unwrap_or(0)
+        })
+    }
+
+    fn first_pixel_schedule(&mut self, waitmask: usize) -> usize {
+        if self.state.waitcnt > 0 {
+            self.state.waitcnt -= 1;
+        } else {
+            self.state.waitcnt = self.state.tabrand() & waitmask;
+            self.update_models(0);
+        }
+        1 + self.state.waitcnt
+    }
+
+    fn encode_seg0(
+        &mut self,
+        w: &mut BitWriter,
+        cur: &[Px<N>],
+        mut i: usize,
+        end: usize,
+        waitmask: usize,
+    ) {
+        let mut stop;
+        if i == 0 {
+            self.put_pixel(w, 0, &cur[0], &[0; N]);
+            stop = self.first_pixel_schedule(waitmask);
+            i = 1;
+        } else {
+            stop = i + self.state.waitcnt;
+        }
+        while stop < end {
+            while i <= stop {
+                self.put_row0(w, cur, i);
+                i += 1;
+            }
+            self.update_models(stop);
+            stop = i + (self.state.tabrand() & waitmask);
+        }
+        while i < end {
+            self.put_row0(w, cur, i);
+            i += 1;
+        }
+        self.state.waitcnt = stop - end;
+    }
+
+    fn encode_run(&mut self, w: &mut BitWriter, mut len: u64) {
+        let mut hits = 0u64;
+        while len >= self.state.melc_order {
+            hits += 1;
+            len -= self.state.melc_order;
+            self.state.melc_up();
+        }
+        w.put_ones(hits);
+        w.put(u32::try_from(len).unwrap_or(0), self.state.melc_len + 1);
+        self.state.melc_down();
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn encode_seg(
+        &mut self,
+        w: &mut BitWriter,
+        prev: &[Px<N>],
+        cur: &[Px<N>],
+        mut i: usize,
+        end: usize,
+        waitmask: usize,
+    ) {
+        let mut run_index = 0usize;
+        let mut stop;
+        if i == 0 {
+            self.put_pixel(w, 0, &cur[0], &prev[0]);
+            stop = self.first_pixel_schedule(waitmask);
+            i = 1;
+        } else {
+            stop = i + self.state.waitcnt;
+        }
+        loop {
+            let mut run = false;
+            'coding: {
+                while stop < end {
+                    while i <= stop {
+                        if prev[i - 1] == prev[i]
+                            && run_index != i
+                            && i > 2
+                            && cur[i - 1] == cur[i - 2]
+                        {
+                            run = true;
+                            break 'coding;
+                        }
+                        let pred = Self::avg_pred(&cur[i - 1], &prev[i]);
+                        self.put_pixel(w, i, &cur[i], &pred);
+                        i += 1;
+                    }
+                    self.update_models(stop);
+                    stop = i + (self.state.tabrand() & waitmask);
+                }
+                while i < end {
+                    if prev[i - 1] == prev[i] && run_index != i && i > 2 && cur[i - 1] == cur[i - 2]
+                    {
+                        run = true;
+                        break 'coding;
+                    }
+                    let pred = Self::avg_pred(&cur[i - 1], &prev[i]);
+                    self.put_pixel(w, i, &cur[i], &pred);
+                    i += 1;
+                }
+            }
+            if !run {
+                self.state.waitcnt = stop - end;
+                return;
+            }
+            run_index = i;
+            self.state.waitcnt = stop - i;
+            let v = cur[i - 1];
+            let len = cur[i..end].iter().take_while(|p| **p == v).count();
+            i += len;
+            self.encode_run(w, len as u64);
+            if i == end {
+                return;
+            }
+            stop = i + self.state.waitcnt;
+        }
+    }
+
+    // ----- decoder -----
+
+    /// Decodes one folded residual per channel and adds the predictions.
+    #[inline(always)]
+    fn get_pixel(
+        &mut self,
+        r: &mut BitReader<'_>,
+        i: usize,
+        pred: &Px<N>,
+    ) -> Result<Px<N>, CodecError> {
+        let fam = self.fam;
+        let mut out = [0u8; N];
+        for c in 0..N {
+            let m = &mut self.models[c];
+            let l = m.code_for(fam, m.corr[i]);
+            let bits = r.word;
+            let l32 = u32::try_from(l).unwrap_or(0);
+            let (v, len) = if bits > fam.not_gr_prefix_mask[l] {
+                let zeros = bits.leading_zeros();
+                let len = zeros + 1 + l32;
+                ((zeros << l32) | ((bits >> (32 - len)) & low_mask(l32)), len)
+            } else {
+                let len = fam.not_gr_len[l];
+                (
+                    fam.n_gr[l] + ((bits >> (32 - len)) & low_mask(fam.not_gr_suffix_len[l])),
+                    len,
+                )
+            };
+            if v > self.mask {
+                return Err(CodecError::Corrupt("QUIC code value out of range"));
+            }
+            r.eat(len)?;
+            let v = u8::try_from(v).unwrap_or(0);
+            m.corr[i + 1] = v;
+            let x = u32::from(fam.unfold[usize::from(v)]) + u32::from(pred[c]);
+            out[c] = u8::try_from(x & self.mask).unwrap_or(0);
+        }
+        Ok(out)
+    }
+
+    fn decode_row(
+        &mut self,
+        r: &mut BitReader<'_>,
+        prev: Option<&[Px<N>]>,
+        cur: &mut [Px<N>],
+    ) -> Result<(), CodecError> {
+        self.start_row(prev.is_none());
+        let width = cur.len();
+        self.for_segments(width, |s, start, end, waitmask| match prev {
+            None => s.decode_seg0(r, cur, start, end, waitmask),
+            Some(prev) => s.decode_seg(r, prev, cur, start, end, waitmask),
+        })
+    }
+
+    fn decode_seg0(
+        &mut self,
+        r: &mut BitReader<'_>,
+        cur: &mut [Px<N>],
+        mut i: usize,
+        end: usize,
+        waitmask: usize,
+    ) -> Result<(), CodecError> {
+        let mut stop;
+        if i == 0 {
+            cur[0] = self.get_pixel(r, 0, &[0; N])?;
+            stop = self.first_pixel_schedule(waitmask);
+            i = 1;
+        } else {
+            stop = i + self.state.waitcnt;
+        }
+        while stop < end {
+            while i <= stop {
+                cur[i] = self.get_pixel(r, i, &cur[i - 1])?;
+                i += 1;
+            }
+            self.update_models(stop);
+            stop = i + (self.state.tabrand() & waitmask);
+        }
+        while i < end {
+            cur[i] = self.get_pixel(r, i, &cur[i - 1])?;
+            i += 1;
+        }
+        self.state.waitcnt = stop - end;
+        Ok(())
+    }
+
+    /// Decodes a MELCODE run length, failing once it exceeds `limit`.
+    fn decode_run(&mut self, r: &mut BitReader<'_>, limit: usize) -> Result<usize, CodecError> {
+        let limit = limit as u64;
+        let mut len = 0u64;
+        loop {
+            let ones = (!(r.word >> 24) & 0xff).leading_zeros() - 24;
+            for _ in 0..ones {
+                len += self.state.melc_order;
+                self.state.melc_up();
+            }
+            if len > limit {
+                return Err(CodecError::Corrupt("QUIC run past the end of the row"));
+            }
+            if ones != 8 {
+                r.eat(ones + 1)?;
+                break;
+            }
+            r.eat(8)?;
+        }
+        if self.state.melc_len > 0 {
+            len += u64::from(r.word >> (32 - self.state.melc_len));
+            r.eat(self.state.melc_len)?;
+        }
+        self.state.melc_down();
+        if len > limit {
+            return Err(CodecError::Corrupt("QUIC run past the end of the row"));
+        }
+        usize::try_from(len).map_err(|_| CodecError::Corrupt("QUIC run too long"))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn decode_seg(
+        &mut self,
+        r: &mut BitReader<'_>,
+        prev: &[Px<N>],
+        cur: &mut [Px<N>],
+        mut i: usize,
+        end: usize,
+        waitmask: usize,
+    ) -> Result<(), CodecError> {
+        let mut run_index = 0usize;
+        let mut stop;
+        if i == 0 {
+            cur[0] = self.get_pixel(r, 0, &prev[0])?;
+            stop = self.first_pixel_schedule(waitmask);
+            i = 1;
+        } else {
+            stop = i + self.state.waitcnt;
+        }
+        loop {
+            let mut run = false;
+            'coding: {
+                while stop < end {
+                    while i <= stop {
+                        if prev[i - 1] == prev[i]
+                            && run_index != i
+                            && i > 2
+                            && cur[i - 1] == cur[i - 2]
+                        {
+                            run = true;
+                            break 'coding;
+                        }
+                        let pred = Self::avg_pred(&cur[i - 1], &prev[i]);
+                        cur[i] = self.get_pixel(r, i, &pred)?;
+                        i += 1;
+                    }
+                    self.update_models(stop);
+                    stop = i + (self.state.tabrand() & waitmask);
+                }
+                while i < end {
+                    if prev[i - 1] == prev[i] && run_index != i && i > 2 && cur[i - 1] == cur[i - 2]
+                    {
+                        run = true;
+                        break 'coding;
+                    }
+                    let pred = Self::avg_pred(&cur[i - 1], &prev[i]);
+                    cur[i] = self.get_pixel(r, i, &pred)?;
+                    i += 1;
+                }
+            }
+            if !run {
+                self.state.waitcnt = stop - end;
+                return Ok(());
+            }
+            self.state.waitcnt = stop - i;
+            run_index = i;
+            let len = self.decode_run(r, end - i)?;
+            let v = cur[i - 1];
+            cur[i..i + len].fill(v);
+            i += len;
+            if i == end {
+                return Ok(());
+            }
+            stop = i + self.state.waitcnt;
+        }
+    }
+}
+
+/// Channel values of one row in coding order.
+fn split_row<const N: usize>(ty: QuicImageType, alpha: bool, row: &[u8], out: &mut Vec<Px<N>>) {
+    out.clear();
+    let get = |c: &[u8], k: usize| -> u8 { c.get(k).copied().unwrap_or(0) };
+    match (ty, alpha) {
+        (QuicImageType::Rgba, true) => {
+            out.extend(row.chunks_exact(4).map(|c| std::array::from_fn(|_| c[3])))
+        }
+        (QuicImageType::Gray, _) => out.extend(row.iter().map(|&b| std::array::from_fn(|_| b))),
+        (QuicImageType::Rgb16, _) => out.extend(row.chunks_exact(2).map(|c| {
+            let p = u16::from_le_bytes([c[0], c[1]]);
+            let ch = [(p >> 10) & 31, (p >> 5) & 31, p & 31];
+            std::array::from_fn(|k| u8::try_from(ch[k]).unwrap_or(0))
+        })),
+        (QuicImageType::Rgb24, _) => out.extend(
+            row.chunks_exact(3)
+                .map(|c| std::array::from_fn(|k| get(c, 2 - k))),
+        ),
+        (QuicImageType::Rgb32 | QuicImageType::Rgba, _) => {
+            out.extend(
+                row.chunks_exact(4)
+                    .map(|c| std::array::from_fn(|k| get(c, 2 - k))),
+            );
+        }
+    }
+}
+
+/// Encodes `img` (RGB16/24/32, RGBA, or A8 as GRAY), visual top row first.
+///
+/// # Errors
+/// [`CodecError::UnsupportedFormat`] for palettes, [`CodecError::TooLarge`] over
+/// 512 Mi pixels, or an invalid [`ImageRef`].
+pub fn encode(img: &ImageRef<'_>) -> Result<Vec<u8>, CodecError> {
+    img.validate()?;
+    let ty = QuicImageType::for_format(img.format)?;
+    let pixels = u64::from(img.width) * u64::from(img.height);
+    if pixels > MAX_PIXELS {
+        return Err(CodecError::TooLarge {
+            bytes: pixels,
+            limit: usize::try_from(MAX_PIXELS).unwrap_or(usize::MAX),
+        });
+    }
+    let (width, height) = (img.cols(), img.rows());
+    let mut w = BitWriter {
+        out: Vec::with_capacity(img.row_bytes() * height / 2 + 64),
+        acc: 0,
+        nbits: 0,
+    };
+    for v in [QUIC_MAGIC, QUIC_VERSION, ty as u32, img.width, img.height] {
+        w.put(v >> 16, 16);
+        w.put(v & 0xffff, 16);
+    }
+    let row = |k: usize| {
+        if img.top_down {
+            img.row(k)
+        } else {
+            img.row(height - 1 - k)
+        }
+    };
+    match ty {
+        QuicImageType::Gray => {
+            let mut coder = Coder::<1>::new(8, width);
+            let (mut prev, mut cur) = (Vec::with_capacity(width), Vec::with_capacity(width));
+            for k in 0..height {
+                split_row(ty, false, row(k), &mut cur);
+                coder.encode_row(&mut w, (k > 0).then_some(&prev[..]), &cur);
+                std::mem::swap(&mut prev, &mut cur);
+            }
+        }
+        QuicImageType::Rgb16
+        | QuicImageType::Rgb24
+        | QuicImageType::Rgb32
+        | QuicImageType::Rgba => {
+            let bpc = if ty == QuicImageType::Rgb16 { 5 } else { 8 };
+            let mut coder = Coder::<3>::new(bpc, width);
+            let (mut prev, mut cur) = (Vec::with_capacity(width), Vec::with_capacity(width));
+            let mut alpha = (ty == QuicImageType::Rgba).then(|| {
+                (
+                    Coder::<1>::new(8, width),
+                    Vec::with_capacity(width),
+                    Vec::with_capacity(width),
+                )
+            });
+            for k in 0..height {
+                let src = row(k);
+                split_row(ty, false, src, &mut cur);
+                coder.encode_row(&mut w, (k > 0).then_some(&prev[..]), &cur);
+                std::mem::swap(&mut prev, &mut cur);
+                if let Some((ac, aprev, acur)) = alpha.as_mut() {
+                    split_row(ty, true, src, acur);
+                    ac.encode_row(&mut w, (k > 0).then_some(&aprev[..]), acur);
+                    std::mem::swap(aprev, acur);
+                }
+            }
+        }
+    }
+    Ok(w.finish())
+}
+
+/// What a QUIC header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuicHeader {
+    /// Image type.
+    pub image_type: QuicImageType,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in rows.
+    pub height: u32,
+}
+
+/// Parses the five header words like `quic_decode_begin`.
+///
+/// # Errors
+/// [`CodecError::Truncated`], [`CodecError::BadMagic`], [`CodecError::BadVersion`],
+/// [`CodecError::BadImageType`], [`CodecError::BadDimensions`], [`CodecError::TooLarge`].
+pub fn parse_header(data: &[u8]) -> Result<QuicHeader, CodecError> {
+    let mut r = BitReader::new(data)?;
+    Ok(read_header(&mut r)?.0)
+}
+
+fn read_header(r: &mut BitReader<'_>) -> Result<(QuicHeader, ()), CodecError> {
+    let magic = r.eat32()?;
+    if magic != QUIC_MAGIC {
+        return Err(CodecError::BadMagic(magic));
+    }
+    let version = r.eat32()?;
+    if version != QUIC_VERSION {
+        return Err(CodecError::BadVersion(version));
+    }
+    let ty = r.eat32()?;
+    let width = r.eat32()?;
+    let height = r.eat32()?;
+    if width == 0 || height == 0 || width > i32::MAX as u32 || height > i32::MAX as u32 {
+        return Err(CodecError::BadDimensions { width, height });
+    }
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > MAX_PIXELS {
+        return Err(CodecError::TooLarge {
+            bytes: pixels,
+            limit: usize::try_from(MAX_PIXELS).unwrap_or(usize::MAX),
+        });
+    }
+    let image_type = QuicImageType::from_u32(ty)?;
+    Ok((
+        QuicHeader {
+            image_type,
+            width,
+            height,
+        },
+        (),
+    ))
+}
+
+/// Decodes a QUIC image with default limits.
+///
+/// # Errors
+/// See [`decode_with_limits`].
+pub fn decode(data: &[u8]) -> Result<DecodedImage, CodecError> {
+    decode_with_limits(data, &DecodeLimits::default())
+}
+
+/// Decodes a QUIC image into its native format ([`QuicImageType::pixel_format`]),
+/// top-down, RGB32 pad bytes 0. Like the client, whole words only are read
+/// (a trailing partial word is ignored) and reading past the end is an error.
+///
+/// # Errors
+/// Header errors as [`parse_header`], [`CodecError::BadDimensions`]/[`CodecError::TooLarge`]
+/// against `limits`, [`CodecError::Truncated`], [`CodecError::Corrupt`].
+pub fn decode_with_limits(data: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, CodecError> {
+    let mut r = BitReader::new(data)?;
+    let (hdr, ()) = read_header(&mut r)?;
+    let format = hdr.image_type.pixel_format();
+    let row_bytes = format.row_bytes(hdr.width);
+    let total = limits.check(hdr.width, hdr.height, row_bytes)?;
+    let (width, height) = (
+        usize::try_from(hdr.width).unwrap_or(0),
+        usize::try_from(hdr.height).unwrap_or(0),
+    );
+    let mut pixels = Vec::with_capacity(total);
+    match hdr.image_type {
+        QuicImageType::Gray => {
+            let mut coder = Coder::<1>::new(8, width);
+            let (mut prev, mut cur) = (vec![[0u8; 1]; width], vec![[0u8; 1]; width]);
+            for k in 0..height {
+                coder.decode_row(&mut r, (k > 0).then_some(&prev[..]), &mut cur)?;
+                pixels.extend(cur.iter().map(|p| p[0]));
+                std::mem::swap(&mut prev, &mut cur);
+            }
+        }
+        ty => {
+            let bpc = if ty == QuicImageType::Rgb16 { 5 } else { 8 };
+            let mut coder = Coder::<3>::new(bpc, width);
+            let (mut prev, mut cur) = (vec![[0u8; 3]; width], vec![[0u8; 3]; width]);
+            let mut alpha = (ty == QuicImageType::Rgba).then(|| {
+                (
+                    Coder::<1>::new(8, width),
+                    vec![[0u8; 1]; width],
+                    vec![[0u8; 1]; width],
+                )
+            });
+            for k in 0..height {
+                coder.decode_row(&mut r, (k > 0).then_some(&prev[..]), &mut cur)?;
+                if let Some((ac, aprev, acur)) = alpha.as_mut() {
+                    ac.decode_row(&mut r, (k > 0).then_some(&aprev[..]), acur)?;
+                    for (p, a) in cur.iter().zip(acur.iter()) {
+                        pixels.extend_from_slice(&[p[2], p[1], p[0], a[0]]);
+                    }
+                    std::mem::swap(aprev, acur);
+                } else {
+                    for p in &cur {
+                        match ty {
+                            QuicImageType::Rgb16 => {
+                                let v = (u16::from(p[0]) << 10)
+                                    | (u16::from(p[1]) << 5)
+                                    | u16::from(p[2]);
+                                pixels.extend_from_slice(&v.to_le_bytes());
+                            }
+                            QuicImageType::Rgb24 => pixels.extend_from_slice(&[p[2], p[1], p[0]]),
+                            _ => pixels.extend_from_slice(&[p[2], p[1], p[0], 0]),
+                        }
+                    }
+                }
+                std::mem::swap(&mut prev, &mut cur);
+            }
+        }
+    }
+    Ok(DecodedImage {
+        width: hdr.width,
+        height: hdr.height,
+        format,
+        top_down: true,
+        stride: row_bytes,
+        pixels,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pixels of `img` as the decoder returns them: top-down packed rows,
+    /// RGB32 pad zeroed, RGB16 top bit cleared.
+    fn expected(img: &ImageRef<'_>) -> Vec<u8> {
+        let mut v = Vec::new();
+        for k in 0..img.rows() {
+            let row = if img.top_down {
+                img.row(k)
+            } else {
+                img.row(img.rows() - 1 - k)
+            };
+            match img.format {
+                PixelFormat::Rgb32 => {
+                    for c in row.chunks_exact(4) {
+                        v.extend_from_slice(&[c[0], c[1], c[2], 0]);
+                    }
+                }
+                PixelFormat::Rgb16 => {
+                    for c in row.chunks_exact(2) {
+                        v.extend_from_slice(&[c[0], c[1] & 0x7f]);
+                    }
+                }
+                _ => v.extend_from_slice(row),
+            }
+        }
+        v
+    }
+
+    /// Smooth gradients, flat areas (runs) and noise.
+    fn synthetic(len: usize, width: usize, seed: u32) -> Vec<u8> {
+        let mut s = seed;
+        (0..len)
+            .map(|i| {
+                s = s.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                let x = i % width;
+                let y = i / width;
+                match (y / 3 + x / 50) % 3 {
+                    0 => 0x80,
+                    1 => u8::try_from((x + 2 * y) % 256).unwrap(),
+                    _ => u8::try_from(s >> 24).unwrap(),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn quic_family_tables() {
+        let f = family(8);
+        assert_eq!(f.n_buckets, 8);
+        assert_eq!(f.n_gr, [18, 36, 72, 144, 240, 224, 192, 128]);
+        assert_eq!(f.not_gr_len, [26, 26, 26, 25, 19, 12, 9, 8]);
+        assert_eq!(usize::from(f.bucket_of[126]), 6);
+        assert_eq!(usize::from(f.bucket_of[127]), 7);
+        let f = family(5);
+        assert_eq!(f.n_buckets, 5);
+        assert_eq!(usize::from(f.bucket_of[14]), 3);
+        assert_eq!(usize::from(f.bucket_of[31]), 4);
+        // Folding: 0, -1, 1, -2 ... ↦ 0, 1, 2, 3 ...
+        let f = family(8);
+        assert_eq!(&f.fold[..3], &[0, 2, 4]);
+        assert_eq!(f.fold[255], 1);
+        assert_eq!(f.fold[128], 255);
+        for v in 0..=255u8 {
+            assert_eq!(f.unfold[usize::from(f.fold[usize::from(v)])], v);
+        }
+    }
+
+    #[test]
+    fn quic_round_trip_all_types() {
+        let formats = [
+            PixelFormat::Rgb16,
+            PixelFormat::Rgb24,
+            PixelFormat::Rgb32,
+            PixelFormat::Rgba,
+            PixelFormat::A8,
+        ];
+        for format in formats {
+            for (w, h) in [
+                (1u32, 1u32),
+                (2, 1),
+                (1, 5),
+                (3, 3),
+                (17, 9),
+                (2500, 7),
+                (64, 200),
+            ] {
+                let stride = format.row_bytes(w) + 1;
+                let px = synthetic(stride * usize::try_from(h).unwrap(), stride, w + h);
+                for top_down in [true, false] {
+                    let img = ImageRef::new(&px, w, h, stride, format, top_down).unwrap();
+                    let enc = encode(&img).unwrap();
+                    assert_eq!(enc.len() % 4, 0);
+                    let dec = decode(&enc).unwrap();
+                    assert!(dec.top_down);
+                    assert_eq!(
+                        dec.pixels,
+                        expected(&img),
+                        "{format:?} {w}x{h} top_down {top_down}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn quic_flat_image_is_tiny() {
+        let px = vec![0x33u8; 640 * 480 * 4];
+        let img = ImageRef::new(&px, 640, 480, 640 * 4, PixelFormat::Rgb32, true).unwrap();
+        let enc = encode(&img).unwrap();
+        assert!(enc.len() < 2000, "{}", enc.len());
+        assert_eq!(decode(&enc).unwrap().pixels, expected(&img));
+    }
+
+    #[test]
+    fn quic_rejects_garbage() {
+        let px = synthetic(40 * 30 * 4, 160, 1);
+        let img = ImageRef::new(&px, 40, 30, 160, PixelFormat::Rgba, true).unwrap();
+        let enc = encode(&img).unwrap();
+        for cut in (0..enc.len() - 4).step_by(4) {
+            decode(&enc[..cut]).unwrap_err();
+        }
+        let mut bad = enc.clone();
+        bad[0] ^= 1;
+        assert!(matches!(decode(&bad), Err(CodecError::BadMagic(_))));
+        let mut bad = enc.clone();
+        bad[8] = 6;
+        assert!(matches!(decode(&bad), Err(CodecError::BadImageType(6))));
+        let mut bad = enc.clone();
+        bad[12..16].copy_from_slice(&0u32.to_le_bytes());
+        assert!(matches!(
+            decode(&bad),
+            Err(CodecError::BadDimensions { .. })
+        ));
+        let mut bad = enc.clone();
+        bad[12..16].copy_from_slice(&100_000u32.to_le_bytes());
+        decode(&bad).unwrap_err();
+        let mut bad = enc;
+        bad[16..20].copy_from_slice(&0x8000_0000u32.to_le_bytes());
+        decode(&bad).unwrap_err();
+        // Header words are stored MSB-first in little-endian words: the magic
+        // reads as the bytes "QUIC".
+        assert_eq!(&encode(&img).unwrap()[..4], b"QUIC");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn quic_garbage_never_panics(data in proptest::collection::vec(proptest::num::u8::ANY, 0..400),
+                                     ty in 0u32..7, w in 1u32..50, h in 1u32..50) {
+            let mut s = Vec::new();
+            for v in [QUIC_MAGIC, QUIC_VERSION, ty, w, h] {
+                s.extend_from_slice(&v.to_le_bytes());
+            }
+            s.extend_from_slice(&data);
+            let _ = decode(&s);
+            let _ = decode(&data);
+        }
+    }
+}
