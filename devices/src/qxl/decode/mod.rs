@@ -401,6 +401,10 @@ fn surface_format(format: u32) -> Result<SurfaceFormat> {
 /// `height * |stride| <= 0x7fffffff`, and all `height * |stride|` bytes from
 /// `phys` (the lowest address, whatever the stride sign) translate through one
 /// memslot. Zero width or height is accepted, as spice-server does.
+///
+/// `mem` and `limits` are not consulted today (the checks above need neither);
+/// they are part of the signature so that callers need not change if a cap on
+/// surface sizes or a probe of the memory is added.
 #[allow(clippy::too_many_arguments)]
 pub fn map_surface<V: GuestView + ?Sized>(
     mem: &V,
@@ -455,13 +459,19 @@ pub fn read_surface_pixels<V: GuestView + ?Sized>(mem: &V, s: &SurfaceMem) -> Re
     if s.stride < 0 {
         let row =
             usize::try_from(s.stride.unsigned_abs()).map_err(|_| Error::Overflow("stride"))?;
+        let rows = usize::try_from(s.height).map_err(|_| Error::Overflow("height"))?;
         if row > 0 {
-            // Stored bottom row first: reverse the order of the rows.
-            let mut out = Vec::with_capacity(size);
-            for r in v.chunks_exact(row).rev() {
-                out.extend_from_slice(r);
+            // Stored bottom row first: reverse the order of the rows in place
+            // (no second surface-sized buffer).
+            for i in 0..rows / 2 {
+                let j = rows - 1 - i;
+                let (head, tail) = v.split_at_mut(j * row);
+                if let (Some(a), Some(b)) =
+                    (head.get_mut(i * row..(i + 1) * row), tail.get_mut(..row))
+                {
+                    a.swap_with_slice(b);
+                }
             }
-            v = out;
         }
     }
     Ok(v)
