@@ -602,3 +602,165 @@ fn random_fixture_memory_is_a_guest_view() {
         .read_bytes(vm_memory::GuestAddress(0), &mut b)
         .unwrap();
 }
+
+/// A guest view that counts the bytes the decoder copies.
+struct Counting<'a> {
+    inner: &'a vm_memory::GuestMemoryMmap,
+    read: std::cell::Cell<usize>,
+}
+
+impl GuestView for Counting<'_> {
+    fn read_bytes(
+        &self,
+        addr: vm_memory::GuestAddress,
+        buf: &mut [u8],
+    ) -> crate::error::Result<()> {
+        self.read.set(self.read.get() + buf.len());
+        self.inner.read_bytes(addr, buf)
+    }
+
+    fn write_bytes(&self, addr: vm_memory::GuestAddress, buf: &[u8]) -> crate::error::Result<()> {
+        self.inner.write_bytes(addr, buf)
+    }
+
+    fn fetch_or_u32(&self, addr: vm_memory::GuestAddress, bits: u32) -> crate::error::Result<u32> {
+        self.inner.fetch_or_u32(addr, bits)
+    }
+}
+
+/// Heap bytes owned by a decoded value (an upper-bound estimate: every
+/// `Box`/`Vec` element counted at its in-memory size).
+mod deep {
+    use std::mem::size_of;
+
+    use spice_server::command::{
+        Brush, Clip, Command, CursorCmd, DrawOp, GlyphString, Image, ImageData, Mask, Path,
+        SurfaceCmd,
+    };
+
+    pub fn image(i: &Image) -> usize {
+        size_of::<Image>()
+            + match &i.data {
+                ImageData::Bitmap(b) => {
+                    b.data.len() + b.palette.as_ref().map_or(0, |p| 4 * p.entries.len())
+                }
+                ImageData::Quic(q) => q.len(),
+                ImageData::Surface(_) => 0,
+            }
+    }
+
+    fn brush(b: &Brush) -> usize {
+        match b {
+            Brush::Pattern { image: i, .. } => image(i),
+            _ => 0,
+        }
+    }
+
+    fn mask(m: Option<&Mask>) -> usize {
+        m.map_or(0, |m| image(&m.bitmap))
+    }
+
+    fn path(p: &Path) -> usize {
+        p.segments
+            .iter()
+            .map(|s| size_of::<spice_server::command::PathSeg>() + 8 * s.points.len())
+            .sum()
+    }
+
+    fn string(s: &GlyphString) -> usize {
+        s.glyphs
+            .iter()
+            .map(|g| size_of::<spice_server::command::RasterGlyph>() + g.data.len())
+            .sum()
+    }
+
+    pub fn command(c: &Command) -> usize {
+        match c {
+            Command::Draw(d) => {
+                let clip = match &d.clip {
+                    Clip::Rects(r) => 16 * r.len(),
+                    Clip::None => 0,
+                };
+                clip + match &d.op {
+                    DrawOp::Fill {
+                        brush: b, mask: m, ..
+                    } => brush(b) + mask(m.as_ref()),
+                    DrawOp::Opaque {
+                        src,
+                        brush: b,
+                        mask: m,
+                        ..
+                    }
+                    | DrawOp::Rop3 {
+                        src,
+                        brush: b,
+                        mask: m,
+                        ..
+                    } => image(src) + brush(b) + mask(m.as_ref()),
+                    DrawOp::Copy(c) | DrawOp::Blend(c) => image(&c.src) + mask(c.mask.as_ref()),
+                    DrawOp::Blackness { mask: m }
+                    | DrawOp::Whiteness { mask: m }
+                    | DrawOp::Invers { mask: m } => mask(m.as_ref()),
+                    DrawOp::Stroke {
+                        path: p,
+                        attr,
+                        brush: b,
+                        ..
+                    } => path(p) + 4 * attr.style.len() + brush(b),
+                    DrawOp::Text {
+                        string: s,
+                        fore_brush,
+                        back_brush,
+                        ..
+                    } => string(s) + brush(fore_brush) + brush(back_brush),
+                    DrawOp::Transparent { src, .. } | DrawOp::AlphaBlend { src, .. } => image(src),
+                    DrawOp::Composite { src, mask: m, .. } => {
+                        image(src) + m.as_ref().map_or(0, |m| image(m))
+                    }
+                    DrawOp::Nop | DrawOp::CopyBits { .. } => 0,
+                }
+            }
+            Command::Message(m) => m.len(),
+            Command::Surface(SurfaceCmd::Create(c)) => c.initial.as_ref().map_or(0, Vec::len),
+            Command::Cursor(CursorCmd::Set { shape, .. }) => shape.data.len(),
+            _ => 0,
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// What a decoded command owns is at most a small multiple of what was
+    /// read from the guest (THREATS: "never allocates more than N× input").
+    #[test]
+    fn decode_output_bounded_by_input(cmd in command(), opts in options()) {
+        let mut fx = Fx::new();
+        let (phys, ty) = fx.encode(&cmd, &opts);
+        let counting = Counting { inner: &fx.mem, read: std::cell::Cell::new(0) };
+        let got = decode_command(&counting, &fx.slots, ty, phys, 0, &fx.limits).unwrap();
+        let read = counting.read.get();
+        let owned = deep::command(&got.command);
+        prop_assert!(owned <= 8 * read + 64, "owned {} read {}", owned, read);
+    }
+
+    /// The same bound on random memory, whenever the decode succeeds.
+    #[test]
+    fn decode_random_output_bounded_by_input(
+        bytes in prop::collection::vec(any::<u8>(), 0x1_0000),
+        ptrs in prop::collection::vec((0usize..0xfff8, addr()), 0..64),
+        ty in 1u32..6,
+        phys in addr(),
+    ) {
+        let fx = Fx::new();
+        fx.write(make_phys(super::SLOT, super::GEN, 0), &bytes);
+        for (off, p) in ptrs {
+            fx.write(make_phys(super::SLOT, super::GEN, u64::try_from(off).unwrap()), &p.to_le_bytes());
+        }
+        let counting = Counting { inner: &fx.mem, read: std::cell::Cell::new(0) };
+        if let Ok(d) = decode_command(&counting, &fx.slots, ty, phys, 0, &small_limits()) {
+            let owned = deep::command(&d.command);
+            prop_assert!(owned <= 8 * counting.read.get() + 64);
+        }
+    }
+}
