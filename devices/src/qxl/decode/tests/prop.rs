@@ -593,16 +593,6 @@ proptest! {
     }
 }
 
-#[test]
-fn random_fixture_memory_is_a_guest_view() {
-    // Keep the GuestView import meaningful for the tests above.
-    let fx = Fx::new();
-    let mut b = [0u8; 4];
-    fx.mem
-        .read_bytes(vm_memory::GuestAddress(0), &mut b)
-        .unwrap();
-}
-
 /// A guest view that counts the bytes the decoder copies.
 struct Counting<'a> {
     inner: &'a vm_memory::GuestMemoryMmap,
