@@ -1,0 +1,285 @@
+//! Round trips of every image codec on the desktop screenshot corpus and on
+//! generated images, and garbage inputs for every decoder.
+
+// Helpers outside #[test] fns panic on failure on purpose; ratios are printed
+// as floats.
+#![allow(
+    clippy::unwrap_used,
+    clippy::tests_outside_test_module,
+    clippy::cast_precision_loss
+)]
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+
+use proptest::prelude::*;
+use spice_server::codecs::{DecodedImage, ImageRef, PixelFormat, lz, lz4, quic};
+
+/// The corpus directory (`shared/corpus` beside the repository).
+fn corpus_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus"))
+}
+
+/// Every corpus PNG as (name, width, height, BGRX top-down pixels).
+fn corpus() -> Vec<(String, u32, u32, Vec<u8>)> {
+    let dir = corpus_dir();
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| {
+        panic!(
+            "the screenshot corpus is missing: cannot read {} ({e}); it must be checked out as \
+             shared/corpus beside the repository",
+            dir.display()
+        )
+    });
+    let mut paths: Vec<PathBuf> = entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "png"))
+        .collect();
+    paths.sort();
+    assert!(
+        paths.len() >= 8,
+        "expected at least 8 PNG screenshots in {}, found {}",
+        dir.display(),
+        paths.len()
+    );
+    paths
+        .iter()
+        .map(|p| {
+            let file = std::io::BufReader::new(std::fs::File::open(p).unwrap());
+            let mut reader = png::Decoder::new(file).read_info().unwrap();
+            let mut buf = vec![0; reader.output_buffer_size()];
+            let info = reader.next_frame(&mut buf).unwrap();
+            assert_eq!(info.bit_depth, png::BitDepth::Eight, "{}", p.display());
+            let samples = info.color_type.samples();
+            let mut bgrx = Vec::with_capacity(buf.len() / samples * 4);
+            for px in buf[..info.buffer_size()].chunks_exact(samples) {
+                let (r, g, b) = if samples >= 3 {
+                    (px[0], px[1], px[2])
+                } else {
+                    (px[0], px[0], px[0])
+                };
+                bgrx.extend_from_slice(&[b, g, r, 0]);
+            }
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, info.width, info.height, bgrx)
+        })
+        .collect()
+}
+
+/// Stored rows of `img`, packed, as LZ and LZ4 decoders return them (RGB32 pad
+/// zeroed and RGB16 top bit cleared when `normalize`).
+fn stored_rows(img: &ImageRef<'_>, normalize: bool) -> Vec<u8> {
+    let mut v = Vec::new();
+    for r in 0..img.rows() {
+        push_row(&mut v, img.format, img.row(r), normalize);
+    }
+    v
+}
+
+/// Rows of `img` in visual order (top first), normalized, as QUIC decodes them.
+fn visual_rows(img: &ImageRef<'_>) -> Vec<u8> {
+    let mut v = Vec::new();
+    for k in 0..img.rows() {
+        let r = if img.top_down { k } else { img.rows() - 1 - k };
+        push_row(&mut v, img.format, img.row(r), true);
+    }
+    v
+}
+
+fn push_row(v: &mut Vec<u8>, format: PixelFormat, row: &[u8], normalize: bool) {
+    match format {
+        PixelFormat::Rgb32 if normalize => {
+            for c in row.chunks_exact(4) {
+                v.extend_from_slice(&[c[0], c[1], c[2], 0]);
+            }
+        }
+        PixelFormat::Rgb16 if normalize => {
+            for c in row.chunks_exact(2) {
+                v.extend_from_slice(&[c[0], c[1] & 0x7f]);
+            }
+        }
+        _ => v.extend_from_slice(row),
+    }
+}
+
+fn check_meta(dec: &DecodedImage, img: &ImageRef<'_>) {
+    assert_eq!((dec.width, dec.height), (img.width, img.height));
+    assert_eq!(dec.stride * img.rows(), dec.pixels.len());
+}
+
+/// Round-trips `img` through every codec that supports its format.
+fn round_trip_all(img: &ImageRef<'_>) {
+    // LZ
+    let enc = lz::encode(img).unwrap();
+    let dec = lz::decode(&enc).unwrap();
+    check_meta(&dec, img);
+    assert_eq!(dec.top_down, img.top_down);
+    assert_eq!(dec.pixels, stored_rows(img, true), "LZ {:?}", img.format);
+    if img.format == PixelFormat::Rgba {
+        let dec = lz::decode(&lz::encode_alpha(img).unwrap()).unwrap();
+        let alpha: Vec<u8> = stored_rows(img, false)
+            .chunks_exact(4)
+            .flat_map(|c| [0, 0, 0, c[3]])
+            .collect();
+        assert_eq!(dec.pixels, alpha, "XXXA");
+    }
+    // LZ4
+    if matches!(
+        img.format,
+        PixelFormat::Rgb16 | PixelFormat::Rgb24 | PixelFormat::Rgb32 | PixelFormat::Rgba
+    ) {
+        for rows in [None, NonZeroU32::new(2)] {
+            let enc = lz4::encode_blocks(img, rows).unwrap();
+            let dec = lz4::decode(&enc, img.width, img.height).unwrap();
+            check_meta(&dec, img);
+            assert_eq!(dec.top_down, img.top_down);
+            assert_eq!(dec.pixels, stored_rows(img, false), "LZ4 {:?}", img.format);
+        }
+    }
+    // QUIC
+    if !img.format.is_palette() {
+        let enc = quic::encode(img).unwrap();
+        let dec = quic::decode(&enc).unwrap();
+        check_meta(&dec, img);
+        assert!(dec.top_down);
+        assert_eq!(dec.pixels, visual_rows(img), "QUIC {:?}", img.format);
+    }
+}
+
+#[test]
+fn corpus_round_trips_every_codec() {
+    let mut report = Vec::new();
+    for (name, w, h, px) in corpus() {
+        let img = ImageRef::new(
+            &px,
+            w,
+            h,
+            usize::try_from(w).unwrap() * 4,
+            PixelFormat::Rgb32,
+            true,
+        )
+        .unwrap();
+        let raw = px.len();
+        let lz_enc = lz::encode(&img).unwrap();
+        assert_eq!(lz::decode(&lz_enc).unwrap().pixels, px, "LZ {name}");
+        let lz4_enc = lz4::encode(&img).unwrap();
+        assert_eq!(
+            lz4::decode(&lz4_enc, w, h).unwrap().pixels,
+            px,
+            "LZ4 {name}"
+        );
+        let quic_enc = quic::encode(&img).unwrap();
+        assert_eq!(quic::decode(&quic_enc).unwrap().pixels, px, "QUIC {name}");
+        // Bottom-up: LZ keeps the stored order, QUIC emits visual order.
+        let up = ImageRef {
+            top_down: false,
+            ..img
+        };
+        let dec = lz::decode(&lz::encode(&up).unwrap()).unwrap();
+        assert!(!dec.top_down);
+        assert_eq!(dec.pixels, px, "LZ bottom-up {name}");
+        let dec = quic::decode(&quic::encode(&up).unwrap()).unwrap();
+        assert_eq!(dec.pixels, visual_rows(&up), "QUIC bottom-up {name}");
+        report.push(format!(
+            "{name}: ratio LZ {:.1}, LZ4 {:.1}, QUIC {:.1}",
+            raw as f64 / lz_enc.len() as f64,
+            raw as f64 / lz4_enc.len() as f64,
+            raw as f64 / quic_enc.len() as f64
+        ));
+        // Desktop content must compress; even the photo must not expand.
+        assert!(
+            lz_enc.len() < raw && lz4_enc.len() < raw + raw / 100 && quic_enc.len() < raw,
+            "{name}"
+        );
+    }
+    println!("{}", report.join("\n"));
+}
+
+/// An image with a strategy-chosen format, size, orientation and content style.
+fn any_image() -> impl Strategy<Value = (PixelFormat, u32, u32, bool, usize, Vec<u8>)> {
+    let formats = prop_oneof![
+        Just(PixelFormat::Plt1Le),
+        Just(PixelFormat::Plt1Be),
+        Just(PixelFormat::Plt4Le),
+        Just(PixelFormat::Plt4Be),
+        Just(PixelFormat::Plt8),
+        Just(PixelFormat::Rgb16),
+        Just(PixelFormat::Rgb24),
+        Just(PixelFormat::Rgb32),
+        Just(PixelFormat::Rgba),
+        Just(PixelFormat::A8),
+    ];
+    (
+        formats,
+        1u32..70,
+        1u32..40,
+        any::<bool>(),
+        0usize..9,
+        0u8..4,
+    )
+        .prop_flat_map(|(format, w, h, top_down, pad, levels)| {
+            let stride = format.row_bytes(w) + pad;
+            let len = stride * usize::try_from(h).unwrap();
+            // Few distinct byte values make runs and matches likely.
+            let byte = if levels == 0 {
+                any::<u8>().boxed()
+            } else {
+                (0u8..=levels).boxed()
+            };
+            proptest::collection::vec(byte, len)
+                .prop_map(move |px| (format, w, h, top_down, stride, px))
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn generated_images_round_trip((format, w, h, top_down, stride, px) in any_image()) {
+        let img = ImageRef::new(&px, w, h, stride, format, top_down).unwrap();
+        round_trip_all(&img);
+    }
+
+    #[test]
+    fn one_pixel_and_odd_widths_round_trip(w in prop_oneof![Just(1u32), (0u32..20).prop_map(|k| 2 * k + 1)],
+                                           h in 1u32..4, v in any::<u32>(), top_down in any::<bool>()) {
+        for format in [PixelFormat::Rgb16, PixelFormat::Rgb24, PixelFormat::Rgb32, PixelFormat::Rgba,
+                       PixelFormat::A8, PixelFormat::Plt8, PixelFormat::Plt4Be, PixelFormat::Plt1Le] {
+            let stride = format.row_bytes(w);
+            let px: Vec<u8> = (0..stride * usize::try_from(h).unwrap())
+                .map(|i| v.to_le_bytes()[i % 4] ^ u8::try_from(i % 3).unwrap())
+                .collect();
+            let img = ImageRef::new(&px, w, h, stride, format, top_down).unwrap();
+            round_trip_all(&img);
+        }
+    }
+
+    #[test]
+    fn decoders_survive_garbage(data in proptest::collection::vec(any::<u8>(), 0..600),
+                                w in 1u32..64, h in 1u32..64) {
+        let _ = lz::decode(&data);
+        let _ = quic::decode(&data);
+        let _ = lz4::decode(&data, w, h);
+    }
+
+    #[test]
+    fn decoders_survive_corrupted_streams(seed in any::<u64>(), flips in 1usize..8, cut in any::<prop::sample::Index>()) {
+        // Valid streams with a few flipped bytes and a random truncation.
+        let px: Vec<u8> = (0..40 * 24 * 4).map(|i| u8::try_from((i * 7 / 13) % 256).unwrap()).collect();
+        let img = ImageRef::new(&px, 40, 24, 160, PixelFormat::Rgba, true).unwrap();
+        let mut s = seed;
+        for mut enc in [lz::encode(&img).unwrap(), quic::encode(&img).unwrap(), lz4::encode(&img).unwrap()] {
+            for _ in 0..flips {
+                s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                let at = usize::try_from(s >> 33).unwrap() % enc.len();
+                enc[at] ^= u8::try_from(s >> 56).unwrap() | 1;
+            }
+            let n = cut.index(enc.len() + 1);
+            let _ = lz::decode(&enc[..n]);
+            let _ = quic::decode(&enc[..n]);
+            let _ = lz4::decode(&enc[..n], 40, 24);
+            let _ = lz::decode(&enc);
+            let _ = quic::decode(&enc);
+            let _ = lz4::decode(&enc, 40, 24);
+        }
+    }
+}
