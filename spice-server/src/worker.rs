@@ -1,0 +1,669 @@
+//! The display worker: owns every surface, renders guest commands into the
+//! software canvas, and feeds display and cursor clients.
+//!
+//! # Primer
+//!
+//! The QXL device calls [`DisplaySink`] methods on a [`DisplayHandle`]; each
+//! call becomes a message on a bounded `crossbeam-channel` to the worker
+//! thread (`update_area` and [`DisplayHandle::screenshot`] are request/reply).
+//! The worker renders every drawable at once, so the canvas is always up to
+//! date, and collects the *damage* of the primary surface. Whenever its inbox
+//! runs empty it hands the damage to each display client's [`Outbox`]; the
+//! client's writer thread reads the damaged pixels from the surface when it
+//! gets to send them, so a slow client never makes a queue grow: new damage is
+//! merged into what is pending. The worker never touches a socket.
+//!
+//! Clients only ever see the primary surface (id 0, always as 32-bit xRGB):
+//! off-screen surfaces are rendered here and reach clients through the draws
+//! that copy them to the primary.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+
+use crate::Error;
+use crate::canvas::{self, DrawOutcome, Pixels, Surface, SurfaceSource};
+use crate::channel::outbox::Outbox;
+use crate::command::{
+    AreaPixels, Brush, Command, Cursor, CursorCmd, DisplaySink, DrawOp, Drawable, ImageData,
+    MonitorsConfig, Point16, Rect, SurfaceCmd, SurfaceCreate,
+};
+
+/// A surface shared between the worker (writer) and client connections (readers).
+pub type SurfaceCell = Arc<RwLock<Surface>>;
+
+/// Most surfaces a guest may have at once (QXL's usual `n_surfaces`).
+pub const MAX_SURFACES: u32 = 1024;
+/// Capacity of the worker's inbox.
+const INBOX: usize = 1024;
+/// Most rectangles one pending damage item keeps before collapsing to its bounding box.
+const MAX_DAMAGE_RECTS: usize = 32;
+/// Items a display client's outbox holds before it is collapsed to a full refresh.
+pub const DISPLAY_OUTBOX_CAP: usize = 64;
+/// Items a cursor client's outbox holds before it is collapsed to the current state.
+pub const CURSOR_OUTBOX_CAP: usize = 64;
+
+/// What a display client's writer has to do next.
+#[derive(Debug)]
+pub enum DisplayItem {
+    /// Make this the client's primary surface (create it and send it whole), or
+    /// destroy the client's primary when `None`.
+    Primary(Option<SurfaceCell>),
+    /// Send these areas of this surface (skipped unless it is the client's primary).
+    Damage(SurfaceCell, Vec<Rect>),
+}
+
+/// The cursor as the guest last set it.
+#[derive(Debug, Clone, Default)]
+pub struct CursorState {
+    /// Current shape, if any was set.
+    pub shape: Option<Arc<Cursor>>,
+    /// Hot-spot position on the primary.
+    pub position: Point16,
+    /// Shown or hidden.
+    pub visible: bool,
+    /// Trail length and frequency.
+    pub trail: (u16, u16),
+}
+
+/// What a cursor client's writer has to do next.
+#[derive(Debug, Clone)]
+pub enum CursorItem {
+    /// Send CURSOR_INIT with this state.
+    Init(CursorState),
+    /// Send CURSOR_SET.
+    Set(CursorState),
+    /// Send CURSOR_MOVE.
+    Move(Point16),
+    /// Send CURSOR_HIDE.
+    Hide,
+    /// Send CURSOR_TRAIL.
+    Trail(u16, u16),
+    /// Send CURSOR_RESET.
+    Reset,
+}
+
+/// A screenshot: width, height and BGRX pixels, top-down, `width * 4` per row.
+pub type Screenshot = (u32, u32, Vec<u8>);
+
+enum WorkerMsg {
+    Command(Command),
+    CreatePrimary(SurfaceCreate),
+    DestroyPrimary,
+    DestroySurfaceWait(u32),
+    DestroyAll,
+    UpdateArea(u32, Rect, Sender<Option<AreaPixels>>),
+    Flush,
+    MonitorsConfig(MonitorsConfig),
+    Reset,
+    Screenshot(u32, Sender<Option<Screenshot>>),
+    AddDisplayClient(Arc<Outbox<DisplayItem>>),
+    AddCursorClient(Arc<Outbox<CursorItem>>),
+    Sync(Sender<()>),
+}
+
+/// The device's (and the server's) handle on the display worker.
+///
+/// Cloneable and `Send`; every clone talks to the same worker. Calls queue
+/// work and return at once (unless the worker's bounded inbox is full, which
+/// only happens while it renders — it never waits on the network).
+#[derive(Clone, Debug)]
+pub struct DisplayHandle {
+    tx: Sender<WorkerMsg>,
+}
+
+impl std::fmt::Debug for WorkerMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WorkerMsg")
+    }
+}
+
+impl DisplayHandle {
+    fn post(&self, m: WorkerMsg) {
+        if self.tx.send(m).is_err() {
+            log::warn!("display worker is gone; dropping a request");
+        }
+    }
+
+    /// The current pixels of a surface (after every command sent before this
+    /// call was rendered): `(width, height, BGRX top-down)`.
+    pub fn screenshot(&self, surface_id: u32) -> Option<Screenshot> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.tx.send(WorkerMsg::Screenshot(surface_id, tx)).ok()?;
+        rx.recv().ok().flatten()
+    }
+
+    /// Waits until every request sent before this call was handled.
+    pub fn sync(&self) -> Result<(), Error> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.tx
+            .send(WorkerMsg::Sync(tx))
+            .map_err(|_| Error::WorkerGone)?;
+        rx.recv().map_err(|_| Error::WorkerGone)
+    }
+
+    pub(crate) fn add_display_client(&self, o: Arc<Outbox<DisplayItem>>) {
+        self.post(WorkerMsg::AddDisplayClient(o));
+    }
+
+    pub(crate) fn add_cursor_client(&self, o: Arc<Outbox<CursorItem>>) {
+        self.post(WorkerMsg::AddCursorClient(o));
+    }
+}
+
+impl DisplaySink for DisplayHandle {
+    fn command(&mut self, cmd: Command) {
+        self.post(WorkerMsg::Command(cmd));
+    }
+    fn create_primary(&mut self, surface: SurfaceCreate) {
+        self.post(WorkerMsg::CreatePrimary(surface));
+    }
+    fn destroy_primary(&mut self) {
+        self.post(WorkerMsg::DestroyPrimary);
+    }
+    fn destroy_surface_wait(&mut self, surface_id: u32) {
+        self.post(WorkerMsg::DestroySurfaceWait(surface_id));
+    }
+    fn destroy_all_surfaces(&mut self) {
+        self.post(WorkerMsg::DestroyAll);
+    }
+    fn update_area(&mut self, surface_id: u32, area: Rect) -> Option<AreaPixels> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.tx
+            .send(WorkerMsg::UpdateArea(surface_id, area, tx))
+            .ok()?;
+        rx.recv().ok().flatten()
+    }
+    fn flush_surfaces(&mut self) {
+        self.post(WorkerMsg::Flush);
+    }
+    fn monitors_config(&mut self, config: MonitorsConfig) {
+        self.post(WorkerMsg::MonitorsConfig(config));
+    }
+    fn reset(&mut self) {
+        self.post(WorkerMsg::Reset);
+    }
+}
+
+/// Starts the worker thread.
+pub fn spawn() -> Result<(DisplayHandle, JoinHandle<()>), Error> {
+    let (tx, rx) = crossbeam_channel::bounded(INBOX);
+    let join = std::thread::Builder::new()
+        .name("spice-display-worker".into())
+        .spawn(move || Worker::default().run(&rx))?;
+    Ok((DisplayHandle { tx }, join))
+}
+
+fn read_lock(c: &SurfaceCell) -> std::sync::RwLockReadGuard<'_, Surface> {
+    c.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write_lock(c: &SurfaceCell) -> std::sync::RwLockWriteGuard<'_, Surface> {
+    c.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Pixels of other surfaces a drawable reads, fetched before the target is locked.
+struct Prefetched(Vec<(u32, Rect, Pixels)>);
+
+impl SurfaceSource for Prefetched {
+    fn read(&self, id: u32, area: &Rect) -> Option<Pixels> {
+        self.0
+            .iter()
+            .find(|(i, a, _)| *i == id && a == area)
+            .map(|(_, _, p)| p.clone())
+    }
+}
+
+fn surface_reads(op: &DrawOp) -> Vec<(u32, Rect)> {
+    let mut v = Vec::new();
+    let mut image = |img: &crate::command::Image, area: Rect| {
+        if let ImageData::Surface(id) = img.data {
+            v.push((id, area));
+        }
+    };
+    let full = |img: &crate::command::Image| {
+        Rect::new(
+            0,
+            0,
+            i32::try_from(img.width).unwrap_or(0),
+            i32::try_from(img.height).unwrap_or(0),
+        )
+    };
+    match op {
+        DrawOp::Copy(c) | DrawOp::Blend(c) => image(&c.src, c.src_area),
+        DrawOp::Opaque { src, src_area, .. }
+        | DrawOp::Rop3 { src, src_area, .. }
+        | DrawOp::Transparent { src, src_area, .. }
+        | DrawOp::AlphaBlend { src, src_area, .. } => image(src, *src_area),
+        _ => {}
+    }
+    if let DrawOp::Fill {
+        brush: Brush::Pattern { image: img, .. },
+        ..
+    } = op
+    {
+        image(img, full(img));
+    }
+    v
+}
+
+#[derive(Default)]
+struct Worker {
+    surfaces: HashMap<u32, SurfaceCell>,
+    primary_damage: Vec<Rect>,
+    display_clients: Vec<Arc<Outbox<DisplayItem>>>,
+    cursor_clients: Vec<Arc<Outbox<CursorItem>>>,
+    cursor: CursorState,
+    unsupported_logged: u32,
+}
+
+impl Worker {
+    fn run(mut self, rx: &Receiver<WorkerMsg>) {
+        loop {
+            let msg = match rx.try_recv() {
+                Ok(m) => m,
+                Err(TryRecvError::Empty) => {
+                    self.flush_damage();
+                    match rx.recv() {
+                        Ok(m) => m,
+                        Err(_) => break,
+                    }
+                }
+                Err(TryRecvError::Disconnected) => break,
+            };
+            self.handle(msg);
+            if self.primary_damage.len() > MAX_DAMAGE_RECTS * 4 {
+                self.flush_damage();
+            }
+        }
+        for c in &self.display_clients {
+            c.close();
+        }
+        for c in &self.cursor_clients {
+            c.close();
+        }
+        log::debug!("display worker exits");
+    }
+
+    fn primary(&self) -> Option<SurfaceCell> {
+        self.surfaces.get(&0).cloned()
+    }
+
+    fn handle(&mut self, msg: WorkerMsg) {
+        match msg {
+            WorkerMsg::Command(c) => self.command(c),
+            WorkerMsg::CreatePrimary(s) => {
+                if s.surface_id != 0 {
+                    log::warn!("create_primary with surface id {}: using 0", s.surface_id);
+                }
+                self.create_surface(&SurfaceCreate { surface_id: 0, ..s });
+            }
+            WorkerMsg::DestroyPrimary => self.destroy_surface(0),
+            WorkerMsg::DestroySurfaceWait(id) => {
+                log::trace!("destroy_surface_wait({id}): nothing pending");
+            }
+            WorkerMsg::Flush => {
+                // Commands are rendered as they arrive: nothing is pending.
+            }
+            WorkerMsg::DestroyAll => {
+                let ids: Vec<u32> = self.surfaces.keys().copied().collect();
+                for id in ids {
+                    self.destroy_surface(id);
+                }
+            }
+            WorkerMsg::UpdateArea(id, area, reply) => {
+                let px = self.surfaces.get(&id).and_then(|c| {
+                    read_lock(c)
+                        .read_rect_native(&area)
+                        .map(|(area, stride, data)| AreaPixels { area, stride, data })
+                });
+                let _ = reply.send(px);
+            }
+            WorkerMsg::MonitorsConfig(m) => {
+                log::debug!(
+                    "monitors config with {} heads (not forwarded yet)",
+                    m.heads.len()
+                );
+            }
+            WorkerMsg::Reset => {
+                let ids: Vec<u32> = self.surfaces.keys().copied().collect();
+                for id in ids {
+                    self.destroy_surface(id);
+                }
+                self.cursor = CursorState::default();
+                self.cursor_push(|| CursorItem::Reset);
+            }
+            WorkerMsg::Screenshot(id, reply) => {
+                let shot = self.surfaces.get(&id).map(|c| {
+                    let s = read_lock(c);
+                    (s.width(), s.height(), s.bytes().to_vec())
+                });
+                let _ = reply.send(shot);
+            }
+            WorkerMsg::AddDisplayClient(o) => {
+                self.flush_damage();
+                let p = self.primary();
+                o.with(|s| s.items.push_back(DisplayItem::Primary(p)));
+                self.display_clients.retain(|c| !c.is_closed());
+                self.display_clients.push(o);
+            }
+            WorkerMsg::AddCursorClient(o) => {
+                let st = self.cursor.clone();
+                o.with(|s| s.items.push_back(CursorItem::Init(st)));
+                self.cursor_clients.retain(|c| !c.is_closed());
+                self.cursor_clients.push(o);
+            }
+            WorkerMsg::Sync(reply) => {
+                self.flush_damage();
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn create_surface(&mut self, s: &SurfaceCreate) {
+        if s.surface_id >= MAX_SURFACES {
+            log::warn!("surface id {} out of range", s.surface_id);
+            return;
+        }
+        let made = match &s.initial {
+            Some(init) => Surface::with_initial(
+                s.width,
+                s.height,
+                s.format,
+                usize::try_from(s.stride.unsigned_abs()).unwrap_or(0),
+                init,
+            ),
+            None => Surface::new(s.width, s.height, s.format),
+        };
+        let surf = match made {
+            Ok(x) => x,
+            Err(e) => {
+                log::warn!("surface {} not created: {e}", s.surface_id);
+                return;
+            }
+        };
+        if self.surfaces.contains_key(&s.surface_id) {
+            self.destroy_surface(s.surface_id);
+        }
+        let cell = Arc::new(RwLock::new(surf));
+        self.surfaces.insert(s.surface_id, Arc::clone(&cell));
+        if s.surface_id == 0 {
+            self.primary_damage.clear();
+            self.display_push_primary(Some(&cell));
+        }
+    }
+
+    fn destroy_surface(&mut self, id: u32) {
+        if self.surfaces.remove(&id).is_some() && id == 0 {
+            self.primary_damage.clear();
+            self.display_push_primary(None);
+        }
+    }
+
+    fn display_push_primary(&mut self, p: Option<&SurfaceCell>) {
+        self.display_clients.retain(|c| !c.is_closed());
+        for c in &self.display_clients {
+            c.with(|s| {
+                if s.items.len() >= DISPLAY_OUTBOX_CAP {
+                    s.items.clear();
+                }
+                s.items.push_back(DisplayItem::Primary(p.cloned()));
+            });
+        }
+    }
+
+    fn flush_damage(&mut self) {
+        if self.primary_damage.is_empty() {
+            return;
+        }
+        let rects = std::mem::take(&mut self.primary_damage);
+        let Some(primary) = self.primary() else {
+            return;
+        };
+        self.display_clients.retain(|c| !c.is_closed());
+        for c in &self.display_clients {
+            push_damage(c, &primary, &rects);
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::Draw(d) => self.draw(&d),
+            Command::Surface(SurfaceCmd::Create(s)) => {
+                if s.surface_id == 0 {
+                    log::warn!("QXL_CMD_SURFACE may not create surface 0");
+                } else {
+                    self.create_surface(&s);
+                }
+            }
+            Command::Surface(SurfaceCmd::Destroy { surface_id }) => {
+                if surface_id == 0 {
+                    log::warn!("QXL_CMD_SURFACE may not destroy surface 0");
+                } else {
+                    self.destroy_surface(surface_id);
+                }
+            }
+            Command::Cursor(cc) => self.cursor_cmd(cc),
+            Command::Update(_) | Command::Message(_) => {}
+        }
+    }
+
+    fn draw(&mut self, d: &Drawable) {
+        let Some(target) = self.surfaces.get(&d.surface_id).cloned() else {
+            log::debug!("draw to unknown surface {}", d.surface_id);
+            return;
+        };
+        let mut pre = Vec::new();
+        for (id, area) in surface_reads(&d.op) {
+            if let Some(px) = self.surfaces.get(&id).and_then(|c| {
+                let s = read_lock(c);
+                let (r, bytes) = s.read_rect(&area)?;
+                (r == area).then(|| Pixels {
+                    width: r.width(),
+                    height: r.height(),
+                    data: bytes
+                        .chunks_exact(4)
+                        .map(|p| u32::from_le_bytes([p[0], p[1], p[2], p[3]]))
+                        .collect(),
+                })
+            }) {
+                pre.push((id, area, px));
+            }
+        }
+        let outcome = canvas::draw(&mut write_lock(&target), d, &Prefetched(pre));
+        let rects = match outcome {
+            DrawOutcome::Drawn(r) => r,
+            DrawOutcome::Unsupported(what, r) => {
+                if self.unsupported_logged < 16 {
+                    self.unsupported_logged += 1;
+                    log::info!("not rendered yet: {what} on surface {}", d.surface_id);
+                }
+                r
+            }
+        };
+        if d.surface_id == 0 && !self.display_clients.is_empty() {
+            self.primary_damage.extend(rects);
+        }
+    }
+
+    fn cursor_push(&mut self, item: impl Fn() -> CursorItem) {
+        self.cursor_clients.retain(|c| !c.is_closed());
+        let state = self.cursor.clone();
+        for c in &self.cursor_clients {
+            c.with(|s| {
+                if s.items.len() >= CURSOR_OUTBOX_CAP {
+                    // Too far behind: replace the backlog by the current state.
+                    s.items.clear();
+                    s.items.push_back(CursorItem::Set(state.clone()));
+                } else {
+                    s.items.push_back(item());
+                }
+            });
+        }
+    }
+
+    fn cursor_cmd(&mut self, c: CursorCmd) {
+        match c {
+            CursorCmd::Set {
+                position,
+                visible,
+                shape,
+            } => {
+                self.cursor.shape = Some(Arc::new(shape));
+                self.cursor.position = position;
+                self.cursor.visible = visible;
+                let st = self.cursor.clone();
+                self.cursor_push(|| CursorItem::Set(st.clone()));
+            }
+            CursorCmd::Move { position } => {
+                self.cursor.position = position;
+                let was_hidden = !self.cursor.visible;
+                self.cursor.visible = true;
+                if was_hidden {
+                    let st = self.cursor.clone();
+                    self.cursor_push(|| CursorItem::Set(st.clone()));
+                } else {
+                    self.cursor_push(|| CursorItem::Move(position));
+                }
+            }
+            CursorCmd::Hide => {
+                self.cursor.visible = false;
+                self.cursor_push(|| CursorItem::Hide);
+            }
+            CursorCmd::Trail { length, frequency } => {
+                self.cursor.trail = (length, frequency);
+                self.cursor_push(|| CursorItem::Trail(length, frequency));
+            }
+        }
+    }
+}
+
+/// Merges damage into a display client's outbox without growing it unboundedly.
+fn push_damage(o: &Outbox<DisplayItem>, surface: &SurfaceCell, rects: &[Rect]) {
+    o.with(|s| {
+        if let Some(DisplayItem::Damage(cell, pending)) = s.items.back_mut()
+            && Arc::ptr_eq(cell, surface)
+        {
+            merge_rects(pending, rects);
+            return;
+        }
+        if s.items.len() >= o.cap() {
+            // Far behind: forget the backlog and refresh the whole primary.
+            s.items.clear();
+            s.items
+                .push_back(DisplayItem::Primary(Some(Arc::clone(surface))));
+            let full = read_lock(surface).bounds();
+            s.items
+                .push_back(DisplayItem::Damage(Arc::clone(surface), vec![full]));
+            return;
+        }
+        let mut v = Vec::new();
+        merge_rects(&mut v, rects);
+        s.items
+            .push_back(DisplayItem::Damage(Arc::clone(surface), v));
+    });
+}
+
+/// Adds `new` to `pending`, dropping contained rectangles and collapsing to
+/// the bounding box past [`MAX_DAMAGE_RECTS`].
+pub fn merge_rects(pending: &mut Vec<Rect>, new: &[Rect]) {
+    for r in new {
+        if r.is_empty() {
+            continue;
+        }
+        if pending.iter().any(|p| p.intersect(r) == Some(*r)) {
+            continue;
+        }
+        pending.retain(|p| r.intersect(p) != Some(*p));
+        pending.push(*r);
+    }
+    if pending.len() > MAX_DAMAGE_RECTS
+        && let Some(first) = pending.first().copied()
+    {
+        let bb = pending.iter().fold(first, |a, b| canvas::union_box(&a, b));
+        pending.clear();
+        pending.push(bb);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Clip, Ropd, SurfaceFormat};
+
+    fn primary(w: u32, h: u32) -> SurfaceCreate {
+        SurfaceCreate {
+            surface_id: 0,
+            format: SurfaceFormat::Xrgb32,
+            width: w,
+            height: h,
+            stride: -i32::try_from(w * 4).unwrap_or(0),
+            flags: 0,
+            position: 0,
+            initial: None,
+        }
+    }
+
+    fn fill(r: Rect, color: u32) -> Command {
+        Command::Draw(Drawable {
+            surface_id: 0,
+            effect: 0,
+            self_bitmap: None,
+            bbox: r,
+            clip: Clip::None,
+            mm_time: 0,
+            surfaces_dest: [-1; 3],
+            surfaces_rects: [Rect::default(); 3],
+            op: DrawOp::Fill {
+                brush: Brush::Solid(color),
+                rop: Ropd(Ropd::OP_PUT),
+                mask: None,
+            },
+        })
+    }
+
+    #[test]
+    fn renders_and_answers_update_area() -> Result<(), Error> {
+        let (mut h, _j) = spawn()?;
+        h.create_primary(primary(16, 8));
+        h.command(fill(Rect::new(2, 2, 4, 4), 0x00ab_cdef));
+        let px = h.update_area(0, Rect::new(2, 2, 3, 3));
+        assert_eq!(px.map(|p| p.data), Some(vec![0xef, 0xcd, 0xab, 0]));
+        let shot = h.screenshot(0).ok_or(Error::WorkerGone)?;
+        assert_eq!((shot.0, shot.1, shot.2.len()), (16, 8, 16 * 8 * 4));
+        assert!(h.screenshot(5).is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn slow_client_queue_stays_bounded() -> Result<(), Error> {
+        let (mut h, _j) = spawn()?;
+        h.create_primary(primary(64, 64));
+        let o = Arc::new(Outbox::new(DISPLAY_OUTBOX_CAP));
+        h.add_display_client(Arc::clone(&o));
+        for i in 0..10_000 {
+            let x = i % 60;
+            h.command(fill(Rect::new(x, x, x + 2, x + 2), 0xff));
+            if i % 7 == 0 {
+                h.sync()?;
+            }
+        }
+        h.sync()?;
+        let n = o.with(|s| s.items.len());
+        assert!(n <= DISPLAY_OUTBOX_CAP, "{n}");
+        Ok(())
+    }
+
+    #[test]
+    fn merge_collapses() {
+        let mut v = Vec::new();
+        for i in 0..100 {
+            merge_rects(&mut v, &[Rect::new(i * 3, 0, i * 3 + 1, 1)]);
+        }
+        assert!(v.len() <= MAX_DAMAGE_RECTS);
+        merge_rects(&mut v, &[Rect::new(-10, -10, 1000, 1000)]);
+        assert_eq!(v, vec![Rect::new(-10, -10, 1000, 1000)]);
+    }
+}

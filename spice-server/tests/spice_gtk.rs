@@ -1,0 +1,340 @@
+//! The server against the real spice-gtk client (spicy-screenshot and the
+//! SpiceClientGLib GObject probe in tests/clients/spice_probe.py).
+//!
+//! These tests fail, never skip, when the client is not installed:
+//! run `scripts/install-test-deps.sh` first.
+#![allow(clippy::unwrap_used, clippy::tests_outside_test_module, missing_docs)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{
+    Ev, Probe, bgrx_to_rgb, copy_rgb32, fill, open_config, scene, spicy_screenshot, start,
+};
+use spice_server::ServerConfig;
+use spice_server::command::{DisplaySink, Rect};
+
+const T: Duration = Duration::from_secs(20);
+
+fn assert_same_rgb(client_rgb: &[u8], worker_bgrx: &[u8]) {
+    let want = bgrx_to_rgb(worker_bgrx);
+    assert_eq!(client_rgb.len(), want.len());
+    let diff = client_rgb.iter().zip(&want).filter(|(a, b)| a != b).count();
+    assert_eq!(
+        diff, 0,
+        "client picture differs from the worker's in {diff} bytes"
+    );
+}
+
+#[test]
+fn spicy_screenshot_matches_worker_screenshot() {
+    let mut h = start(open_config());
+    scene(&mut h.display);
+    let (w, hgt, bgrx) = h.display.screenshot(0).expect("primary exists");
+    let shot = spicy_screenshot(h.port(), None, T);
+    assert_eq!(
+        shot.status,
+        Some(0),
+        "spicy-screenshot failed: {}",
+        shot.stderr
+    );
+    let (pw, ph, rgb) = shot.ppm.expect("a PPM was written");
+    assert_eq!((pw, ph), (w, hgt));
+    assert_same_rgb(&rgb, &bgrx);
+    eprintln!("spicy-screenshot: process start to PPM {:?}", shot.elapsed);
+}
+
+/// Waits until the client's primary equals the worker's screenshot, byte for byte.
+fn converge(p: &mut Probe, h: &common::Harness) -> Vec<u8> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (_, _, want) = h.display.screenshot(0).expect("primary");
+    loop {
+        let got = p.dump();
+        if got == want {
+            return got;
+        }
+        if Instant::now() > deadline {
+            let diff = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+            panic!(
+                "client primary never matched: {diff} bytes differ (len {} vs {})",
+                got.len(),
+                want.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn probe_matches(config: ServerConfig) {
+    let mut h = start(config);
+    scene(&mut h.display);
+    let mut p = Probe::start(h.port(), None, "display,inputs,cursor");
+    let prim = p.wait_for("PRIMARY", T, |l| l.starts_with("PRIMARY "));
+    assert_eq!(prim, "PRIMARY 640 480 2560 32");
+    let timing = p.wait_for("TIMING", T, |l| l.starts_with("TIMING "));
+    p.wait_seen("MARK", T);
+    eprintln!("probe {timing}");
+    converge(&mut p, &h);
+
+    // Live updates after the client joined: fills, a copy, and an update
+    // larger than a pixel-exact merge would allow to hide.
+    h.display
+        .command(fill(Rect::new(0, 0, 640, 20), 0x00ff_ff00));
+    for i in 0..50 {
+        h.display.command(fill(
+            Rect::new(10 + i * 11, 300, 18 + i * 11, 340),
+            0x0010_0000 * (i.cast_unsigned() % 16),
+        ));
+    }
+    h.display
+        .command(copy_rgb32(Rect::new(330, 380, 630, 470), 300, 90));
+    h.display.sync().unwrap();
+    converge(&mut p, &h);
+}
+
+#[test]
+fn gobject_probe_primary_matches_worker_byte_for_byte() {
+    probe_matches(open_config());
+}
+
+#[test]
+fn gobject_probe_matches_with_uncompressed_bitmaps() {
+    probe_matches(ServerConfig {
+        image_compression: spice_server::ImageCompression::Off,
+        ..open_config()
+    });
+}
+
+fn password_config(pw: &str) -> ServerConfig {
+    ServerConfig {
+        password: Some(pw.into()),
+        ..ServerConfig::default()
+    }
+}
+
+#[test]
+fn password_right_and_wrong() {
+    let mut h = start(password_config("s3cret-pw"));
+    scene(&mut h.display);
+    let bad = spicy_screenshot(h.port(), Some("wrong"), T);
+    assert_eq!(
+        bad.status,
+        Some(1),
+        "wrong password must fail: {}",
+        bad.stderr
+    );
+    assert!(bad.ppm.is_none());
+    assert!(
+        bad.stderr.contains("main channel event: 23"),
+        "{}",
+        bad.stderr
+    );
+    let none = spicy_screenshot(h.port(), None, T);
+    assert_eq!(none.status, Some(1), "missing password must fail");
+    let good = spicy_screenshot(h.port(), Some("s3cret-pw"), T);
+    assert_eq!(good.status, Some(0), "right password: {}", good.stderr);
+    let (_, _, bgrx) = h.display.screenshot(0).unwrap();
+    assert_same_rgb(&good.ppm.unwrap().2, &bgrx);
+}
+
+#[test]
+fn password_expires() {
+    let mut h = start(ServerConfig {
+        ticket_expiry: Some(Duration::from_millis(300)),
+        ..password_config("pw")
+    });
+    scene(&mut h.display);
+    std::thread::sleep(Duration::from_millis(400));
+    let late = spicy_screenshot(h.port(), Some("pw"), T);
+    assert_eq!(late.status, Some(1), "an expired ticket must fail");
+    h.server.set_password(Some("pw2"), None).unwrap();
+    let ok = spicy_screenshot(h.port(), Some("pw2"), T);
+    assert_eq!(ok.status, Some(0), "{}", ok.stderr);
+}
+
+#[test]
+fn no_ticketing_accepts_any_password() {
+    let mut h = start(open_config());
+    scene(&mut h.display);
+    let s = spicy_screenshot(h.port(), Some("anything at all"), T);
+    assert_eq!(s.status, Some(0), "{}", s.stderr);
+}
+
+#[test]
+fn ticketing_without_password_refuses_everyone() {
+    let mut h = start(ServerConfig::default());
+    scene(&mut h.display);
+    let s = spicy_screenshot(h.port(), None, T);
+    assert_eq!(s.status, Some(1));
+}
+
+#[test]
+fn new_client_replaces_old_one() {
+    let mut h = start(open_config());
+    scene(&mut h.display);
+    let mut a = Probe::start(h.port(), None, "display,inputs,cursor");
+    a.wait_seen("MARK", T);
+    a.wait_seen("OPENED inputs:0", T);
+    let first_session = h.server.session_id();
+    let mut b = Probe::start(h.port(), None, "display,inputs,cursor");
+    b.wait_seen("MARK", T);
+    // The old client's channels are closed by the server.
+    a.wait_for("old session closed", T, |l| {
+        l == "DISCONNECTED" || (l.starts_with("EVENT ") && !l.ends_with(" 0"))
+    });
+    assert_ne!(h.server.session_id(), first_session);
+    // The new client is fully functional.
+    b.wait_seen("OPENED inputs:0", T);
+    converge(&mut b, &h);
+    let deadline = Instant::now() + T;
+    while h.server.connection_count() != 4 {
+        assert!(
+            Instant::now() < deadline,
+            "connections: {}",
+            h.server.connection_count()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn garbage_at_link_is_dropped_then_a_real_client_connects() {
+    let mut h = start(ServerConfig {
+        handshake_timeout: Duration::from_millis(500),
+        ..open_config()
+    });
+    scene(&mut h.display);
+    let addr = h.server.local_addr();
+
+    // Not SPICE at all: the server answers INVALID_MAGIC and closes.
+    let mut g = TcpStream::connect(addr).unwrap();
+    g.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    g.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    let _ = g.read_to_end(&mut buf);
+    assert!(buf.len() >= 20 && &buf[..4] == b"REDQ", "{buf:?}");
+    assert_eq!(
+        &buf[16..20],
+        &2u32.to_le_bytes(),
+        "SPICE_LINK_ERR_INVALID_MAGIC"
+    );
+
+    // A silent client is dropped after the handshake timeout...
+    let mut silent = TcpStream::connect(addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // ...while a real client connects meanwhile.
+    let s = spicy_screenshot(h.port(), None, T);
+    assert_eq!(s.status, Some(0), "{}", s.stderr);
+    let t = Instant::now();
+    let n = silent.read(&mut [0u8; 16]).unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(t.elapsed() < Duration::from_secs(4));
+
+    // Random bytes with a valid magic and an absurd size.
+    let mut big = TcpStream::connect(addr).unwrap();
+    big.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut hdr = b"REDQ".to_vec();
+    hdr.extend_from_slice(&2u32.to_le_bytes());
+    hdr.extend_from_slice(&2u32.to_le_bytes());
+    hdr.extend_from_slice(&u32::MAX.to_le_bytes());
+    big.write_all(&hdr).unwrap();
+    let mut buf = Vec::new();
+    let _ = big.read_to_end(&mut buf);
+    assert_eq!(
+        &buf[16..20],
+        &3u32.to_le_bytes(),
+        "SPICE_LINK_ERR_INVALID_DATA"
+    );
+
+    let s = spicy_screenshot(h.port(), None, T);
+    assert_eq!(s.status, Some(0), "{}", s.stderr);
+}
+
+#[test]
+fn probe_inputs_reach_the_sink_in_order() {
+    let mut h = start(open_config());
+    scene(&mut h.display);
+    let mut p = Probe::start(h.port(), None, "display,inputs");
+    p.wait_seen("OPENED inputs:0", T);
+    let cmds = [
+        "key_press 0x1e",
+        "key_release 0x1e",
+        "key_press 0x11d",
+        "key_release 0x11d",
+        "motion 5 -3 0",
+        "position 100 200 0 0",
+        "button_press 1 1",
+        "button_release 1 0",
+        "button_press 4 0",
+        "button_release 4 0",
+    ];
+    for c in cmds {
+        p.send(c);
+        p.wait_for("SENT", T, |l| l == "SENT" || l.starts_with("ERROR"));
+    }
+    let want = vec![
+        Ev::KeyDown(0x1e),
+        Ev::KeyUp(0x9e),
+        Ev::KeyDown(0x1de0),
+        Ev::KeyUp(0x9de0),
+        Ev::Rel(5, -3, 0),
+        Ev::Abs(100, 200, 0, 0),
+        Ev::Buttons(1),
+        Ev::Buttons(0),
+        Ev::Buttons(8),
+        Ev::Buttons(0),
+    ];
+    let got = wait_inputs(&h, want.len());
+    assert_eq!(got, want);
+
+    // MOUSE_MOTION_ACK: spice-gtk stops sending after 8 un-acked motions;
+    // all 40 steps only arrive if the server acks every 4.
+    for _ in 0..40 {
+        p.send("motion 1 0 0");
+        p.wait_for("SENT", T, |l| l == "SENT");
+    }
+    let deadline = Instant::now() + T;
+    loop {
+        let dx: i32 = h
+            .inputs
+            .events()
+            .iter()
+            .filter_map(|e| {
+                if let Ev::Rel(dx, _, _) = e {
+                    Some(*dx)
+                } else {
+                    None
+                }
+            })
+            .sum();
+        if dx == 45 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "relative motion total {dx}, want 45"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_inputs(h: &common::Harness, n: usize) -> Vec<Ev> {
+    let deadline = Instant::now() + T;
+    loop {
+        let got: Vec<Ev> = h
+            .inputs
+            .events()
+            .into_iter()
+            .filter(|e| !matches!(e, Ev::Modifiers(_)))
+            .collect();
+        if got.len() >= n || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
