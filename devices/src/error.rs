@@ -155,6 +155,31 @@ pub enum Error {
         /// The outstanding one.
         pending: u64,
     },
+    /// A replay file is malformed.
+    #[error("replay file malformed at offset {offset}: {fault:?}")]
+    Replay {
+        /// File offset of the offending record.
+        offset: usize,
+        /// What is wrong.
+        fault: ReplayFault,
+    },
+}
+
+/// What is wrong with a replay file (see [`crate::qxl::replay`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayFault {
+    /// The file does not start with the replay magic.
+    BadMagic,
+    /// The file has a version this build does not read.
+    BadVersion(u16),
+    /// A record runs past the end of the file.
+    Truncated,
+    /// A record has an unknown tag or sub-type.
+    BadTag(u8),
+    /// A record carries a length outside its limits.
+    BadLength(u32),
+    /// The config record is missing, repeated or not first.
+    Misplaced,
 }
 
 /// The crate's result type.

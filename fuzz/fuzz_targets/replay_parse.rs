@@ -1,7 +1,7 @@
 //! Fuzz target: the QXL replay file parser; whatever parses must serialise back to the same records.
 #![no_main]
 
-use vmm_glue::replay;
+use devices::qxl::replay;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Ok(records) = replay::parse(data) {

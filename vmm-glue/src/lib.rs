@@ -1,13 +1,10 @@
 //! Glue between the QXL device, the SPICE server and a rust-vmm hypervisor.
 //!
 //! Modules:
-//! - [`replay`]: the QXL replay format (guest actions + expectations), its
-//!   parser, writer and recorder.
 //! - [`scene`]: synthetic guests (the demo desktop, a PNG slideshow).
 //! - [`error`]: the crate's error type.
 
 pub mod error;
-pub mod replay;
 pub mod scene;
 
 pub use error::{Error, Result};

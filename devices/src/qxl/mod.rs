@@ -42,6 +42,7 @@ pub mod metrics;
 pub mod pci;
 pub mod ram;
 pub mod release;
+pub mod replay;
 pub mod ring;
 pub mod rom;
 

@@ -35,7 +35,16 @@
 //! A reader never trusts a length: `MemWrite` payloads are capped at
 //! [`MAX_MEM_WRITE`] and must fit the file, and unknown tags end parsing with an error.
 
-use crate::error::{Error, Result};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use spice_server::command::DisplaySink;
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+use crate::error::{Error, ReplayFault, Result};
+use crate::qxl::device::{IrqLine, QxlConfig, QxlDevice};
+use crate::qxl::guest::GuestView;
+use crate::qxl::ring::RingDesc;
 
 /// The file magic.
 pub const MAGIC: &[u8; 10] = b"QXLREPLAY\0";
@@ -158,11 +167,14 @@ impl<'a> Cursor<'a> {
             .pos
             .checked_add(n)
             .filter(|&e| e <= self.buf.len())
-            .ok_or(Error::Truncated { offset: self.pos })?;
-        let s = self
-            .buf
-            .get(self.pos..end)
-            .ok_or(Error::Truncated { offset: self.pos })?;
+            .ok_or(Error::Replay {
+                offset: self.pos,
+                fault: ReplayFault::Truncated,
+            })?;
+        let s = self.buf.get(self.pos..end).ok_or(Error::Replay {
+            offset: self.pos,
+            fault: ReplayFault::Truncated,
+        })?;
         self.pos = end;
         Ok(s)
     }
@@ -198,11 +210,17 @@ impl<'a> Cursor<'a> {
 pub fn parse(buf: &[u8]) -> Result<Vec<Record>> {
     let mut c = Cursor { buf, pos: 0 };
     if c.take(MAGIC.len()).ok() != Some(MAGIC.as_slice()) {
-        return Err(Error::BadMagic);
+        return Err(Error::Replay {
+            offset: 0,
+            fault: ReplayFault::BadMagic,
+        });
     }
     let version = c.u16()?;
     if version != VERSION {
-        return Err(Error::BadVersion(version));
+        return Err(Error::Replay {
+            offset: MAGIC.len(),
+            fault: ReplayFault::BadVersion(version),
+        });
     }
     let mut out = Vec::new();
     while c.pos < buf.len() {
@@ -211,7 +229,10 @@ pub fn parse(buf: &[u8]) -> Result<Vec<Record>> {
         let rec = match tag {
             TAG_CONFIG => {
                 if !out.is_empty() {
-                    return Err(Error::Misplaced { offset: at });
+                    return Err(Error::Replay {
+                        offset: at,
+                        fault: ReplayFault::Misplaced,
+                    });
                 }
                 Record::Config(ReplayConfig {
                     revision: c.u8()?,
@@ -223,14 +244,19 @@ pub fn parse(buf: &[u8]) -> Result<Vec<Record>> {
                     n_surfaces: c.u32()?,
                 })
             }
-            _ if out.is_empty() => return Err(Error::Misplaced { offset: at }),
+            _ if out.is_empty() => {
+                return Err(Error::Replay {
+                    offset: at,
+                    fault: ReplayFault::Misplaced,
+                });
+            }
             TAG_PCI => {
                 let offset = c.u16()?;
                 let len = c.u8()?;
                 if !matches!(len, 1 | 2 | 4) {
-                    return Err(Error::BadLength {
+                    return Err(Error::Replay {
                         offset: at,
-                        len: u32::from(len),
+                        fault: ReplayFault::BadLength(u32::from(len)),
                     });
                 }
                 Record::PciWrite {
@@ -242,9 +268,15 @@ pub fn parse(buf: &[u8]) -> Result<Vec<Record>> {
                 let addr = c.u64()?;
                 let len = c.u32()?;
                 if len > MAX_MEM_WRITE {
-                    return Err(Error::BadLength { offset: at, len });
+                    return Err(Error::Replay {
+                        offset: at,
+                        fault: ReplayFault::BadLength(len),
+                    });
                 }
-                let n = usize::try_from(len).map_err(|_| Error::BadLength { offset: at, len })?;
+                let n = usize::try_from(len).map_err(|_| Error::Replay {
+                    offset: at,
+                    fault: ReplayFault::BadLength(len),
+                })?;
                 Record::MemWrite {
                     addr,
                     data: c.take(n)?.to_vec(),
@@ -263,7 +295,12 @@ pub fn parse(buf: &[u8]) -> Result<Vec<Record>> {
                     0 => RingId::Command,
                     1 => RingId::Cursor,
                     2 => RingId::Release,
-                    _ => return Err(Error::BadTag { offset: at, tag }),
+                    _ => {
+                        return Err(Error::Replay {
+                            offset: at,
+                            fault: ReplayFault::BadTag(tag),
+                        });
+                    }
                 };
                 Record::ExpectRing {
                     ring,
@@ -275,9 +312,9 @@ pub fn parse(buf: &[u8]) -> Result<Vec<Record>> {
             TAG_CLIENT_MONITORS => {
                 let count = c.u8()?;
                 if count > MAX_CLIENT_HEADS {
-                    return Err(Error::BadLength {
+                    return Err(Error::Replay {
                         offset: at,
-                        len: u32::from(count),
+                        fault: ReplayFault::BadLength(u32::from(count)),
                     });
                 }
                 let mut heads = Vec::with_capacity(usize::from(count));
@@ -291,7 +328,12 @@ pub fn parse(buf: &[u8]) -> Result<Vec<Record>> {
                 }
                 Record::ClientMonitors(heads)
             }
-            _ => return Err(Error::BadTag { offset: at, tag }),
+            _ => {
+                return Err(Error::Replay {
+                    offset: at,
+                    fault: ReplayFault::BadTag(tag),
+                });
+            }
         };
         out.push(rec);
     }
@@ -450,6 +492,229 @@ impl Recorder {
     }
 }
 
+/// An interrupt line that only remembers its level (the player reads the
+/// device's own view, [`QxlDevice::irq_level`], for expectations).
+#[derive(Debug, Default)]
+pub struct LevelIrq(AtomicBool);
+
+impl LevelIrq {
+    /// The current level.
+    pub fn level(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl IrqLine for LevelIrq {
+    fn set_level(&self, asserted: bool) {
+        self.0.store(asserted, Ordering::SeqCst);
+    }
+}
+
+impl From<&ReplayConfig> for QxlConfig {
+    fn from(c: &ReplayConfig) -> Self {
+        QxlConfig {
+            revision: c.revision,
+            vga: c.vga,
+            ram_size: c.ram_size,
+            vram_size: c.vram_size,
+            vram64_size: c.vram64_size,
+            vgamem_size: c.vgamem_size,
+            n_surfaces: c.n_surfaces,
+            ..QxlConfig::default()
+        }
+    }
+}
+
+impl From<&QxlConfig> for ReplayConfig {
+    fn from(c: &QxlConfig) -> Self {
+        ReplayConfig {
+            revision: c.revision,
+            vga: c.vga,
+            ram_size: c.ram_size,
+            vram_size: c.vram_size,
+            vram64_size: c.vram64_size,
+            vgamem_size: c.vgamem_size,
+            n_surfaces: c.n_surfaces,
+        }
+    }
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlayReport {
+    /// Records played.
+    pub records: usize,
+    /// PCI config writes.
+    pub pci_writes: usize,
+    /// Memory writes.
+    pub mem_writes: usize,
+    /// Bytes written into device memory.
+    pub mem_bytes: u64,
+    /// Port writes.
+    pub io_writes: usize,
+    /// Expectations checked.
+    pub expectations: usize,
+    /// Expectations that did not hold, one line each.
+    pub failures: Vec<String>,
+    /// Records that could not be applied (memory writes outside device memory).
+    pub rejected: usize,
+}
+
+/// The device type a [`Player`] drives.
+pub type PlayerDevice<S> = QxlDevice<GuestMemoryMmap, Arc<LevelIrq>, S>;
+
+/// Drives a fresh device through replay records.
+#[derive(Debug)]
+pub struct Player<S: DisplaySink> {
+    dev: PlayerDevice<S>,
+    report: PlayReport,
+}
+
+/// The largest device memory a replay may ask for (4 GiB): a replay file is
+/// input too, and must not make the player map unbounded memory.
+pub const MAX_REPLAY_MEMORY: u64 = 4 << 30;
+
+impl<S: DisplaySink> Player<S> {
+    /// A player over a fresh device built from `config`, drawing into `sink`.
+    pub fn new(config: &ReplayConfig, sink: S) -> Result<Self> {
+        let qc = QxlConfig::from(config);
+        qc.validate()?;
+        let size = qc.normalized().device_memory_size();
+        if size > MAX_REPLAY_MEMORY {
+            return Err(Error::TooLarge {
+                what: "replay device memory",
+                size,
+                cap: MAX_REPLAY_MEMORY,
+            });
+        }
+        let len = usize::try_from(size).map_err(|_| Error::Overflow("replay memory"))?;
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), len)])
+            .map_err(|_| Error::guest_memory(GuestAddress(0), len))?;
+        let dev = QxlDevice::new(qc, mem, Arc::new(LevelIrq::default()), sink)?;
+        Ok(Self {
+            dev,
+            report: PlayReport::default(),
+        })
+    }
+
+    /// The device.
+    pub fn device(&self) -> &PlayerDevice<S> {
+        &self.dev
+    }
+
+    /// The device, mutably (e.g. to drain its sink).
+    pub fn device_mut(&mut self) -> &mut PlayerDevice<S> {
+        &mut self.dev
+    }
+
+    /// The report so far.
+    pub fn report(&self) -> &PlayReport {
+        &self.report
+    }
+
+    /// Finish: the report and the device.
+    pub fn finish(self) -> (PlayReport, PlayerDevice<S>) {
+        (self.report, self.dev)
+    }
+
+    fn fail(&mut self, what: String) {
+        log::warn!("replay record {}: {what}", self.report.records);
+        self.report.failures.push(what);
+    }
+
+    /// Apply one record. A `Config` record is ignored (it chose the device).
+    pub fn step(&mut self, r: &Record) {
+        self.report.records = self.report.records.saturating_add(1);
+        match r {
+            Record::Config(_) => {}
+            Record::PciWrite { offset, data } => {
+                self.report.pci_writes += 1;
+                self.dev.pci_config_write(*offset, data);
+            }
+            Record::MemWrite { addr, data } => {
+                if self
+                    .dev
+                    .mem()
+                    .write_bytes(GuestAddress(*addr), data)
+                    .is_ok()
+                {
+                    self.report.mem_writes += 1;
+                    self.report.mem_bytes = self
+                        .report
+                        .mem_bytes
+                        .saturating_add(u64::try_from(data.len()).unwrap_or(u64::MAX));
+                } else {
+                    self.report.rejected += 1;
+                }
+            }
+            Record::IoWrite { port, value } => {
+                self.report.io_writes += 1;
+                self.dev.io_write(u64::from(*port), *value);
+            }
+            Record::ExpectIrq { level, int_pending } => {
+                self.report.expectations += 1;
+                let got_level = self.dev.irq_level();
+                let got = self.dev.ram_header().int_pending(self.dev.mem()).ok();
+                if got_level != *level || got != Some(*int_pending) {
+                    self.fail(format!(
+                        "irq: expected level {level} int_pending {int_pending:#x}, got level {got_level} int_pending {got:x?}"
+                    ));
+                }
+            }
+            Record::ExpectRing { ring, prod, cons } => {
+                self.report.expectations += 1;
+                let ram = self.dev.ram_header();
+                let desc = match ring {
+                    RingId::Command => RingDesc::command(&ram),
+                    RingId::Cursor => RingDesc::cursor(&ram),
+                    RingId::Release => RingDesc::release(&ram),
+                };
+                match desc.read_header(self.dev.mem()) {
+                    Ok(h) if h.prod == *prod && h.cons == *cons => {}
+                    Ok(h) => self.fail(format!(
+                        "{ring:?} ring: expected prod {prod} cons {cons}, got prod {} cons {}",
+                        h.prod, h.cons
+                    )),
+                    Err(e) => self.fail(format!("{ring:?} ring unreadable: {e}")),
+                }
+            }
+            Record::AckIrq => {
+                let ram = self.dev.ram_header();
+                let addr = ram.addr(crate::qxl::abi::ram::INT_PENDING);
+                // The guest ISR: exchange int_pending with 0, then UPDATE_IRQ.
+                if self.dev.mem().write_u32(addr, 0).is_err() {
+                    self.report.rejected += 1;
+                }
+                self.dev.io_write(crate::qxl::abi::io::UPDATE_IRQ, 0);
+            }
+            Record::ClientMonitors(heads) => {
+                let h: Vec<_> = heads
+                    .iter()
+                    .map(|h| (h.x, h.y, h.width, h.height))
+                    .collect();
+                self.dev.set_client_monitors_config(&h);
+            }
+        }
+    }
+}
+
+/// Play a whole file: parse it, build the device its config record names, and
+/// apply every record.
+pub fn play<S: DisplaySink>(file: &[u8], sink: S) -> Result<(PlayReport, PlayerDevice<S>)> {
+    let records = parse(file)?;
+    let Some(Record::Config(config)) = records.first() else {
+        return Err(Error::Replay {
+            offset: MAGIC.len(),
+            fault: ReplayFault::Misplaced,
+        });
+    };
+    let mut p = Player::new(config, sink)?;
+    for r in &records {
+        p.step(r);
+    }
+    Ok(p.finish())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -501,18 +766,48 @@ mod tests {
 
     #[test]
     fn replay_format_rejects_garbage() {
-        assert!(matches!(parse(b"nope"), Err(Error::BadMagic)));
+        assert!(matches!(
+            parse(b"nope"),
+            Err(Error::Replay {
+                fault: ReplayFault::BadMagic,
+                ..
+            })
+        ));
         let mut f = write(&[Record::Config(config())]);
         f.extend_from_slice(&[TAG_MEM, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
-        assert!(matches!(parse(&f), Err(Error::BadLength { .. })));
+        assert!(matches!(
+            parse(&f),
+            Err(Error::Replay {
+                fault: ReplayFault::BadLength(_),
+                ..
+            })
+        ));
         let mut f = write(&[Record::Config(config())]);
         f.extend_from_slice(&[TAG_MEM, 0, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0, 1]);
-        assert!(matches!(parse(&f), Err(Error::Truncated { .. })));
+        assert!(matches!(
+            parse(&f),
+            Err(Error::Replay {
+                fault: ReplayFault::Truncated,
+                ..
+            })
+        ));
         let mut f = write(&[Record::Config(config())]);
         f.push(0x7f);
-        assert!(matches!(parse(&f), Err(Error::BadTag { tag: 0x7f, .. })));
+        assert!(matches!(
+            parse(&f),
+            Err(Error::Replay {
+                fault: ReplayFault::BadTag(0x7f),
+                ..
+            })
+        ));
         let f = write(&[Record::AckIrq]);
-        assert!(matches!(parse(&f), Err(Error::Misplaced { .. })));
+        assert!(matches!(
+            parse(&f),
+            Err(Error::Replay {
+                fault: ReplayFault::Misplaced,
+                ..
+            })
+        ));
     }
 
     #[test]
