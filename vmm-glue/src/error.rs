@@ -13,6 +13,12 @@ pub enum Error {
     /// A scene could not be built (e.g. no PNG in a slideshow directory).
     #[error("scene: {0}")]
     Scene(String),
+    /// The command line is wrong.
+    #[error("usage: {0}")]
+    Usage(String),
+    /// The SPICE server failed.
+    #[error("spice server: {0}")]
+    Spice(#[from] spice_server::Error),
     /// An I/O error.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),

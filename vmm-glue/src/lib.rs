@@ -2,8 +2,10 @@
 //!
 //! Modules:
 //! - [`scene`]: synthetic guests (the demo desktop, a PNG slideshow).
+//! - [`cli`]: command-line options (QEMU `-spice` names).
 //! - [`error`]: the crate's error type.
 
+pub mod cli;
 pub mod error;
 pub mod scene;
 
