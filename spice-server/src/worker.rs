@@ -333,7 +333,9 @@ impl Worker {
                     self.destroy_surface(id);
                 }
                 self.cursor = CursorState::default();
+                // spice-gtk accepts SET only between INIT and RESET: re-init at once.
                 self.cursor_push(|| CursorItem::Reset);
+                self.cursor_push(|| CursorItem::Init(CursorState::default()));
             }
             WorkerMsg::Screenshot(id, reply) => {
                 let shot = self.surfaces.get(&id).map(|c| {

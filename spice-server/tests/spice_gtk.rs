@@ -338,3 +338,67 @@ fn wait_inputs(h: &common::Harness, n: usize) -> Vec<Ev> {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+fn alpha_cursor(w: u16, h: u16, seed: u8) -> spice_server::command::Cursor {
+    spice_server::command::Cursor {
+        unique: 0,
+        kind: spice_server::command::CursorType::Alpha,
+        width: w,
+        height: h,
+        hot_spot_x: 1,
+        hot_spot_y: 2,
+        data: (0..usize::from(w) * usize::from(h) * 4)
+            .map(|i| u8::try_from(i % 200).unwrap() ^ seed)
+            .collect(),
+    }
+}
+
+/// spice-gtk hands out cursor pixels as R,G,B,A; ALPHA cursors travel as B,G,R,A.
+fn hex_rgba(bgra: &[u8]) -> String {
+    bgra.chunks_exact(4)
+        .flat_map(|p| [p[2], p[1], p[0], p[3]])
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+#[test]
+fn probe_sees_cursor_init_set_move_hide_reset() {
+    use spice_server::command::{Command, CursorCmd, Point16};
+    let mut h = start(open_config());
+    scene(&mut h.display);
+    let c1 = alpha_cursor(4, 4, 0);
+    h.display.command(Command::Cursor(CursorCmd::Set {
+        position: Point16 { x: 10, y: 20 },
+        visible: true,
+        shape: c1.clone(),
+    }));
+    let mut p = Probe::start(h.port(), None, "display,cursor");
+    let set = p.wait_for("CURSOR_SET", T, |l| l.starts_with("CURSOR_SET"));
+    assert_eq!(set, format!("CURSOR_SET 4 4 1 2 {}", hex_rgba(&c1.data)));
+    p.wait_seen("OPENED cursor:0", T);
+
+    h.display.command(Command::Cursor(CursorCmd::Move {
+        position: Point16 { x: 30, y: 40 },
+    }));
+    p.wait_for("CURSOR_MOVE", T, |l| l == "CURSOR_MOVE 30 40");
+    h.display.command(Command::Cursor(CursorCmd::Hide));
+    p.wait_for("CURSOR_HIDE", T, |l| l == "CURSOR_HIDE");
+    let c2 = alpha_cursor(8, 3, 0x5a);
+    h.display.command(Command::Cursor(CursorCmd::Set {
+        position: Point16 { x: 1, y: 1 },
+        visible: true,
+        shape: c2.clone(),
+    }));
+    let set = p.wait_for("CURSOR_SET", T, |l| l.starts_with("CURSOR_SET"));
+    assert_eq!(set, format!("CURSOR_SET 8 3 1 2 {}", hex_rgba(&c2.data)));
+    // A device reset clears the cursor; later shapes still reach the client.
+    h.display.reset();
+    p.wait_for("CURSOR_RESET", T, |l| l == "CURSOR_RESET");
+    h.display.command(Command::Cursor(CursorCmd::Set {
+        position: Point16 { x: 1, y: 1 },
+        visible: true,
+        shape: c1.clone(),
+    }));
+    let set = p.wait_for("CURSOR_SET", T, |l| l.starts_with("CURSOR_SET"));
+    assert_eq!(set, format!("CURSOR_SET 4 4 1 2 {}", hex_rgba(&c1.data)));
+}

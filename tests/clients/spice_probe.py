@@ -11,6 +11,8 @@ stdout (one event per line, flushed):
   INVALIDATE <x> <y> <w> <h>
   MARK
   MOUSE_MODE <n>
+  CURSOR_SET <w> <h> <hot_x> <hot_y> <hex of the w*h*4 BGRA bytes, or - when absent or large>
+  CURSOR_MOVE <x> <y> | CURSOR_HIDE | CURSOR_RESET
   DUMPED <path>               the primary's raw bytes (B,G,R,X rows, stride*height) were written
   SENT                        an input command was sent
   DISCONNECTED
@@ -83,6 +85,11 @@ class Probe:
             GObject.Object.connect(ch, "display-primary-destroy", self.on_primary_destroy)
             GObject.Object.connect(ch, "display-invalidate", self.on_invalidate)
             GObject.Object.connect(ch, "display-mark", self.on_mark)
+        if isinstance(ch, Spice.CursorChannel):
+            GObject.Object.connect(ch, "cursor-set", self.on_cursor_set)
+            GObject.Object.connect(ch, "cursor-move", lambda c, x, y: out("CURSOR_MOVE %d %d" % (x, y)))
+            GObject.Object.connect(ch, "cursor-hide", lambda c: out("CURSOR_HIDE"))
+            GObject.Object.connect(ch, "cursor-reset", lambda c: out("CURSOR_RESET"))
         if isinstance(ch, Spice.InputsChannel):
             self.inputs = ch
         Spice.Channel.connect(ch)
@@ -103,6 +110,12 @@ class Probe:
     def on_primary_create(self, ch, fmt, w, h, stride, shmid, imgdata):
         self.primary = (imgdata, w, h, stride, fmt)
         out("PRIMARY %d %d %d %d" % (w, h, stride, fmt))
+
+    def on_cursor_set(self, ch, w, h, hx, hy, rgba):
+        data = "-"
+        if rgba and w * h * 4 <= 4096:
+            data = ctypes.string_at(rgba, w * h * 4).hex()
+        out("CURSOR_SET %d %d %d %d %s" % (w, h, hx, hy, data))
 
     def on_primary_destroy(self, ch):
         self.primary = None
