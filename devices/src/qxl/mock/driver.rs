@@ -803,6 +803,17 @@ impl MockQxlDriver {
         Ok(id)
     }
 
+    /// Encode `cmd` with `release_id` into the mock's heaps without pushing it
+    /// (for raw pushes). Returns the `QXLPHYSICAL` and the `QXL_CMD_*` type.
+    pub fn encode_command(&mut self, cmd: &Command, release_id: u64) -> Result<(u64, u32)> {
+        self.encode(cmd, release_id)
+    }
+
+    /// Device address of a `QXLPHYSICAL` in one of the mock's slots (1 or 2).
+    pub fn addr_of(&self, phys: u64) -> Result<GuestAddress> {
+        self.translate_for_mock(phys)
+    }
+
     fn encode(&mut self, cmd: &Command, id: u64) -> Result<(u64, u32)> {
         let heap = if matches!(cmd, Command::Surface(SurfaceCmd::Create(_))) {
             &mut self.surface_heap
