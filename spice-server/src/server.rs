@@ -113,6 +113,11 @@ impl Shared {
         u32::try_from(self.start.elapsed().as_millis() % (1u128 << 32)).unwrap_or(0)
     }
 
+    /// Nanoseconds since the server started (saturating).
+    pub(crate) fn uptime_ns(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
     /// Supported mouse modes mask.
     pub(crate) const fn supported_mouse_modes(&self) -> u16 {
         if self.config.absolute_pointer {

@@ -39,7 +39,7 @@ pub const MAX_SURFACES: u32 = 1024;
 /// Capacity of the worker's inbox.
 const INBOX: usize = 1024;
 /// Most rectangles one pending damage item keeps before collapsing to its bounding box.
-const MAX_DAMAGE_RECTS: usize = 32;
+pub const MAX_DAMAGE_RECTS: usize = 32;
 /// Items a display client's outbox holds before it is collapsed to a full refresh.
 pub const DISPLAY_OUTBOX_CAP: usize = 64;
 /// Items a cursor client's outbox holds before it is collapsed to the current state.
@@ -53,6 +53,8 @@ pub enum DisplayItem {
     Primary(Option<SurfaceCell>),
     /// Send these areas of this surface (skipped unless it is the client's primary).
     Damage(SurfaceCell, Vec<Rect>),
+    /// The device was reset: send DISPLAY_RESET.
+    Reset,
 }
 
 /// The cursor as the guest last set it.
@@ -331,6 +333,10 @@ impl Worker {
                 let ids: Vec<u32> = self.surfaces.keys().copied().collect();
                 for id in ids {
                     self.destroy_surface(id);
+                }
+                self.display_clients.retain(|c| !c.is_closed());
+                for c in &self.display_clients {
+                    c.with(|s| s.items.push_back(DisplayItem::Reset));
                 }
                 self.cursor = CursorState::default();
                 // spice-gtk accepts SET only between INIT and RESET: re-init at once.

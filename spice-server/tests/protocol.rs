@@ -149,10 +149,17 @@ fn server_caps_and_main_init() {
     drop(s);
     let (mut m, id) = session(addr);
     assert_ne!(id, 0);
+    let (ty, body) = read_mini(&mut m);
+    assert_eq!((ty, body.len()), (106, 4), "MULTI_MEDIA_TIME");
     send_mini(&mut m, 104, &[]); // ATTACH_CHANNELS
     let (ty, body) = read_mini(&mut m);
     assert_eq!(ty, 104, "CHANNELS_LIST");
     assert_eq!(body, vec![3, 0, 0, 0, 2, 0, 4, 0, 3, 0]);
+    let (ty, body) = read_mini(&mut m);
+    assert_eq!((ty, body.len()), (4, 12), "PING");
+    let mut pong = body.clone();
+    pong.truncate(12);
+    send_mini(&mut m, 3, &pong);
     // Inputs channel caps carry KEY_SCANCODE.
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(&link_mess(id, 3, 0, &[MINI], &[])).unwrap();

@@ -402,3 +402,23 @@ fn probe_sees_cursor_init_set_move_hide_reset() {
     let set = p.wait_for("CURSOR_SET", T, |l| l.starts_with("CURSOR_SET"));
     assert_eq!(set, format!("CURSOR_SET 4 4 1 2 {}", hex_rgba(&c1.data)));
 }
+
+#[test]
+fn device_reset_and_a_new_primary_reach_the_client() {
+    let mut h = start(open_config());
+    scene(&mut h.display);
+    let mut p = Probe::start(h.port(), None, "display");
+    p.wait_seen("MARK", T);
+    converge(&mut p, &h);
+    h.display.reset();
+    p.wait_for("PRIMARY_DESTROY", T, |l| l == "PRIMARY_DESTROY");
+    h.display.create_primary(common::primary(800, 600));
+    h.display
+        .command(fill(Rect::new(100, 100, 700, 500), 0x0033_6699));
+    h.display
+        .command(copy_rgb32(Rect::new(0, 0, 120, 80), 120, 80));
+    let prim = p.wait_for("PRIMARY", T, |l| l.starts_with("PRIMARY "));
+    assert_eq!(prim, "PRIMARY 800 600 3200 32");
+    h.display.sync().unwrap();
+    converge(&mut p, &h);
+}

@@ -117,6 +117,14 @@ pub(crate) fn run(shared: &Arc<Shared>, conn: &Conn) -> Result<(), Error> {
 
     let mut result = Ok(());
     while let Some(item) = outbox.pop() {
+        // In client mouse mode the client draws the pointer where the user's
+        // mouse is: guest moves are not forwarded (spice-server does the same).
+        if matches!(item, CursorItem::Move(_))
+            && shared.mouse_mode.load(std::sync::atomic::Ordering::Acquire)
+                == crate::server::MOUSE_MODE_CLIENT
+        {
+            continue;
+        }
         let (ty, body) = item_body(&item);
         if let Err(e) = out.send(ty, &body) {
             result = Err(e);

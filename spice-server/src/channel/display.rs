@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::outbox::Outbox;
 use super::{Conn, handle_base, log_end, read_loop};
 use crate::Error;
+use crate::codecs::{ImageRef, PixelFormat, lz4};
 use crate::command::{Rect, Ropd};
 use crate::server::{ImageCompression, Shared};
 use crate::wire::{MessageWriter, Reader, Writer, display_cap, msg_base, msg_display};
@@ -49,23 +50,19 @@ const PREF_COMPRESSION_OFF: u8 = 1;
 const PREF_COMPRESSION_LZ4: u8 = 7;
 /// Images smaller than this are sent uncompressed.
 const MIN_COMPRESS_BYTES: usize = 256;
-/// Uncompressed bytes per LZ4 block.
-const LZ4_BLOCK_BYTES: usize = 64 * 1024;
 
-/// Encodes top-down 32-bit rows as SPICE LZ4 image data (compression.md §6):
-/// `top_down u8, format u8`, then blocks of `u32 big-endian length` + LZ4 block.
-pub fn lz4_image_data(width: u32, pixels: &[u8]) -> Vec<u8> {
-    let row = usize::try_from(width).unwrap_or(0).saturating_mul(4).max(1);
-    let rows_per_block = (LZ4_BLOCK_BYTES / row).max(1);
-    let mut out = Vec::with_capacity(pixels.len() / 2 + 16);
-    out.push(1);
-    out.push(BITMAP_FMT_32BIT);
-    for chunk in pixels.chunks(rows_per_block * row) {
-        let block = lz4_flex::block::compress(chunk);
-        out.extend_from_slice(&u32::try_from(block.len()).unwrap_or(0).to_be_bytes());
-        out.extend_from_slice(&block);
+/// Encodes top-down 32-bit rows as SPICE LZ4 image data with the codecs
+/// module's encoder (compression.md §6); `None` if it fails.
+pub fn lz4_image_data(width: u32, height: u32, pixels: &[u8]) -> Option<Vec<u8>> {
+    let stride = usize::try_from(width).ok()?.checked_mul(4)?;
+    let img = ImageRef::new(pixels, width, height, stride, PixelFormat::Rgb32, true).ok()?;
+    match lz4::encode(&img) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            log::warn!("LZ4 encoding failed, sending a bitmap: {e}");
+            None
+        }
     }
-    out
 }
 
 /// Builds a DRAW_COPY of `area` of surface 0 from its BGRX top-down pixels.
@@ -84,8 +81,7 @@ pub fn draw_copy_body(area: &Rect, pixels: &[u8], lz4: bool) -> Result<Vec<u8>, 
     b.u8(0).i32(0).i32(0).u32(0); // QMask: no mask
     b.fill_ptr(src)?;
     let compressed = if lz4 && pixels.len() >= MIN_COMPRESS_BYTES {
-        let d = lz4_image_data(w, pixels);
-        (d.len() < pixels.len()).then_some(d)
+        lz4_image_data(w, h, pixels).filter(|d| d.len() < pixels.len())
     } else {
         None
     };
@@ -170,6 +166,14 @@ impl Sender<'_> {
                     self.known = Some(cell);
                 }
             }
+            DisplayItem::Reset => {
+                if self.known.take().is_some() {
+                    let mut w = Writer::new();
+                    w.u32(0);
+                    self.send(msg_display::SURFACE_DESTROY, &w.finish())?;
+                }
+                self.send(msg_display::RESET, &[])?;
+            }
             DisplayItem::Damage(cell, rects) => {
                 if self.known.as_ref().is_some_and(|k| Arc::ptr_eq(k, &cell)) {
                     for r in &rects {
@@ -189,6 +193,15 @@ pub(crate) fn run(shared: &Arc<Shared>, conn: &Conn) -> Result<(), Error> {
     let lz4 = Arc::new(AtomicBool::new(
         client_lz4 && shared.config.image_compression == ImageCompression::Auto,
     ));
+    log::info!(
+        "{}: image updates as {}",
+        conn.name(),
+        if lz4.load(Ordering::Relaxed) {
+            "LZ4"
+        } else {
+            "BITMAP"
+        }
+    );
     let mut sender = Sender {
         out: MessageWriter::new(conn.stream.try_clone()?, conn.header),
         outbox: &outbox,
@@ -280,24 +293,21 @@ mod tests {
     }
 
     #[test]
-    fn lz4_round_trip() -> Result<(), Error> {
-        let w = 100u32;
-        let px: Vec<u8> = (0..w * 400 * 4)
+    fn lz4_draw_copy_round_trips() -> Result<(), Error> {
+        let (w, h) = (100u32, 400u32);
+        let px: Vec<u8> = (0..w * h * 4)
             .map(|i| u8::try_from(i % 7).unwrap_or(0))
             .collect();
-        let d = lz4_image_data(w, &px);
-        assert_eq!(&d[..2], &[1, BITMAP_FMT_32BIT]);
-        let mut out = Vec::new();
-        let mut r = Reader::new(&d[2..]);
-        while r.remaining() > 0 {
-            let n = u32::from_be_bytes(r.bytes(4)?.try_into().unwrap_or([0; 4]));
-            let blk = r.bytes(usize::try_from(n).unwrap_or(0))?;
-            out.extend(
-                lz4_flex::block::decompress(blk, LZ4_BLOCK_BYTES)
-                    .map_err(|_| Error::Malformed("lz4"))?,
-            );
-        }
-        assert_eq!(out, px);
+        let b = draw_copy_body(&Rect::new(0, 0, 100, 400), &px, true)?;
+        assert_eq!(b[57 + 8], IMAGE_TYPE_LZ4);
+        let r = Reader::new(&b);
+        let mut r = r.at(57 + 18)?;
+        let n = usize::try_from(r.u32()?).unwrap_or(0);
+        let data = r.bytes(n)?;
+        assert_eq!(r.remaining(), 0);
+        assert_eq!(&data[..2], &[1, BITMAP_FMT_32BIT]);
+        let img = lz4::decode(data, w, h).map_err(|_| Error::Malformed("lz4"))?;
+        assert_eq!(img.pixels, px);
         Ok(())
     }
 }

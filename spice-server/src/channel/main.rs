@@ -10,6 +10,9 @@
 //! the other channels. `MOUSE_MODE_REQUEST` switches between server (relative)
 //! and client (absolute) mouse mode, answered by `MOUSE_MODE`.
 //!
+//! The server also sends `MULTI_MEDIA_TIME` after INIT and one `PING` after
+//! the channel list (the client echoes it in a `PONG`).
+//!
 //! No guest agent is plumbed yet: INIT says "no agent, 0 tokens", and agent
 //! messages from the client are counted and dropped.
 
@@ -19,7 +22,7 @@ use std::sync::atomic::Ordering;
 use super::{Conn, handle_base, read_loop};
 use crate::Error;
 use crate::server::Shared;
-use crate::wire::{MessageWriter, Reader, Writer, channel_type, msg_main};
+use crate::wire::{MessageWriter, Reader, Writer, channel_type, msg_base, msg_main};
 
 /// Largest client message on the main channel (agent data is ≤ 2048 bytes).
 const MAX_MAIN_MSG: u32 = 8192;
@@ -62,6 +65,9 @@ pub(crate) fn run(shared: &Arc<Shared>, conn: &Conn) -> Result<(), Error> {
             shared.mm_time(),
         ),
     )?;
+    let mut mm = Writer::new();
+    mm.u32(shared.mm_time());
+    out.send(msg_main::MULTI_MEDIA_TIME, &mm.finish())?;
     let mut agent_msgs: u64 = 0;
     let end = read_loop(&conn.stream, conn.header, MAX_MAIN_MSG, |msg| {
         if handle_base::<()>(&msg, None)? {
@@ -75,7 +81,12 @@ pub(crate) fn run(shared: &Arc<Shared>, conn: &Conn) -> Result<(), Error> {
                 for (t, i) in CHANNELS {
                     w.u8(t).u8(i);
                 }
-                out.send(msg_main::CHANNELS_LIST, &w.finish())
+                out.send(msg_main::CHANNELS_LIST, &w.finish())?;
+                // One ping (id 1, timestamp in ns since start, no padding): the
+                // client's PONG is handled with the base messages.
+                let mut p = Writer::new();
+                p.u32(1).u64(shared.uptime_ns());
+                out.send(msg_base::PING, &p.finish())
             }
             msg_main::C_MOUSE_MODE_REQUEST => {
                 let mode = r.u16()?;
