@@ -201,4 +201,20 @@ mod tests {
         assert!(d.device().guest_bug());
         assert_eq!(d.device().metrics().snapshot().ring_errors, 1);
     }
+
+    #[test]
+    fn release_ring_mock_heap_recycles_after_releases() {
+        // Far more commands than the mock's heap holds: the mock gets its
+        // releases back (drain, OOM, drain) and reuses the heap.
+        let mut d = driver();
+        let big = Command::Message(vec![b'z'; 60_000]);
+        for _ in 0..400 {
+            d.push_command(&big).unwrap();
+        }
+        d.out(io::FLUSH_RELEASE, 0);
+        d.drain_releases().unwrap();
+        assert_eq!(d.outstanding(), 0);
+        assert_eq!(d.released().len(), 400);
+        assert!(!d.device().guest_bug());
+    }
 }

@@ -780,7 +780,9 @@ impl MockQxlDriver {
         let (phys, kind) = match self.encode(cmd, id) {
             Ok(v) => v,
             Err(Error::TooLarge { .. }) => {
-                // The heap is full: get releases back and start over.
+                // The heap is full: get releases back and start over. OOM only
+                // acts on an empty release ring, so drain before and after.
+                self.drain_releases()?;
                 self.notify_oom();
                 self.drain_releases()?;
                 if !self.outstanding.is_empty() {
