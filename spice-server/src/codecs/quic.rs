@@ -343,7 +343,7 @@ impl State {
 /// Adaptive model of one channel.
 struct Model {
     /// Best code number per bucket.
-    best: [u8; 8],
+    best: [u8; 256],
     /// Per bucket, per code number: accumulated code lengths.
     counters: [[u32; 8]; 8],
     /// Folded residuals of the current row, shifted by one: `corr[0]` is the
@@ -354,7 +354,7 @@ struct Model {
 impl Model {
     fn new(fam: &Family, width: usize) -> Self {
         Self {
-            best: [u8::try_from(fam.bpc - 1).unwrap_or(7); 8],
+            best: [u8::try_from(fam.bpc - 1).unwrap_or(7); 256],
             counters: [[0; 8]; 8],
             corr: vec![0; width + 1],
         }
@@ -363,7 +363,7 @@ impl Model {
     /// Code number for the context value `ctx`.
     #[inline(always)]
     fn code_for(&self, fam: &Family, ctx: u8) -> usize {
-        usize::from(self.best[usize::from(fam.bucket_of[usize::from(ctx)])])
+        usize::from(self.best[usize::from(fam.bucket_of[usize::from(ctx)])] & 7)
     }
 
     /// Adds the cost of coding `val` in the bucket of `ctx` to each code number's
@@ -393,29 +393,50 @@ impl Model {
     }
 }
 
-/// MSB-first bit writer into little-endian 32-bit words.
+/// MSB-first bit writer. Bits are written as a big-endian byte stream without
+/// branches (an 8-byte store per code, advancing by whole bytes); `finish`
+/// byte-swaps every 4 bytes, which yields the reference's little-endian words.
 struct BitWriter {
-    out: Vec<u8>,
+    buf: Vec<u8>,
+    pos: usize,
+    /// Pending bits, left-aligned; fewer than 8 between calls.
     acc: u64,
     nbits: u32,
 }
 
 impl BitWriter {
-    /// Appends the low `len` bits of `code` (`len` ≤ 32).
-    #[allow(clippy::cast_possible_truncation)] // Keeping the low 32 bits of the accumulator is the intent.
+    fn new(capacity: usize) -> Self {
+        Self {
+            buf: vec![0; capacity.max(64)],
+            pos: 0,
+            acc: 0,
+            nbits: 0,
+        }
+    }
+
+    /// Makes room for `bytes` more bytes of output.
+    fn reserve(&mut self, bytes: usize) {
+        let need = self.pos + bytes + 16;
+        if self.buf.len() < need {
+            self.buf.resize(need.max(self.buf.len() * 2), 0);
+        }
+    }
+
+    /// Appends the low `len` bits of `code` (`len` ≤ 32, the caller has reserved
+    /// room).
     #[inline(always)]
     fn put(&mut self, code: u32, len: u32) {
-        self.acc = (self.acc << len) | u64::from(code);
+        self.acc |= (u64::from(code) << 1) << (63 - self.nbits - len);
         self.nbits += len;
-        if self.nbits >= 32 {
-            self.nbits -= 32;
-            let w = (self.acc >> self.nbits) as u32;
-            self.out.extend_from_slice(&w.to_le_bytes());
-        }
+        self.buf[self.pos..self.pos + 8].copy_from_slice(&self.acc.to_be_bytes());
+        self.pos += (self.nbits >> 3) as usize;
+        self.acc <<= self.nbits & !7;
+        self.nbits &= 7;
     }
 
     /// `n` one bits.
     fn put_ones(&mut self, mut n: u64) {
+        self.reserve(usize::try_from(n / 8).unwrap_or(usize::MAX));
         while n >= 16 {
             self.put(0xffff, 16);
             n -= 16;
@@ -428,12 +449,19 @@ impl BitWriter {
 
     /// The reference flush: zero bits to the word boundary, then a zero word.
     fn finish(mut self) -> Vec<u8> {
-        if self.nbits > 0 {
-            self.put(0, 32 - self.nbits);
+        self.reserve(16);
+        let bits = (self.pos % 4) * 8 + self.nbits as usize;
+        if bits > 0 {
+            let pad = u32::try_from(32 - bits).unwrap_or(0);
+            self.put(0, pad);
         }
         self.put(0, 16);
         self.put(0, 16);
-        self.out
+        self.buf.truncate(self.pos);
+        for word in self.buf.chunks_exact_mut(4) {
+            word.reverse();
+        }
+        self.buf
     }
 }
 
@@ -503,6 +531,8 @@ type Px<const N: usize> = [u8; N];
 struct Coder<const N: usize> {
     fam: &'static Family,
     mask: u32,
+    /// `mask` as a byte.
+    mask8: u8,
     state: State,
     models: [Model; N],
 }
@@ -513,6 +543,7 @@ impl<const N: usize> Coder<N> {
         Self {
             fam,
             mask: low_mask(bpc),
+            mask8: u8::try_from(low_mask(bpc)).unwrap_or(0xff),
             state: State::new(),
             models: std::array::from_fn(|_| Model::new(fam, width)),
         }
@@ -564,47 +595,52 @@ impl<const N: usize> Coder<N> {
     }
 
     // ----- encoder -----
+    //
+    // The encoder works on packed pixels (`u32`, channel `c` in byte `c`) and on
+    // per-row flags `eq[i] = (row[i] == row[i - 1])` for the run test.
 
-    /// Codes channel values with the given predictions.
+    /// Codes the channels of `x` against the predictions in `pred`.
     #[inline(always)]
-    fn put_pixel(&mut self, w: &mut BitWriter, i: usize, x: &Px<N>, pred: &Px<N>) {
+    fn put_pixel(&mut self, w: &mut BitWriter, i: usize, x: u32, pred: u32) {
         let fam = self.fam;
+        let mask = self.mask8;
+        let (xb, pb) = (x.to_le_bytes(), pred.to_le_bytes());
         for c in 0..N {
             let m = &mut self.models[c];
-            let v = fam.fold[usize::from(x[c].wrapping_sub(pred[c])) & self.mask as usize];
+            let v = fam.fold[usize::from(xb[c].wrapping_sub(pb[c]) & mask)];
+            let ctx = m.corr[i];
             m.corr[i + 1] = v;
-            let l = m.code_for(fam, m.corr[i]);
+            let l = usize::from(m.best[usize::from(fam.bucket_of[usize::from(ctx)])] & 7);
             let cl = fam.code[usize::from(v)][l];
             w.put(cl >> 5, cl & 31);
         }
     }
 
-    fn encode_row(&mut self, w: &mut BitWriter, prev: Option<&[Px<N>]>, cur: &[Px<N>]) {
+    /// Per-byte `floor((a + b) / 2)` of packed pixels.
+    #[inline(always)]
+    const fn avg(a: u32, b: u32) -> u32 {
+        (a & b) + (((a ^ b) & 0xfefe_fefe) >> 1)
+    }
+
+    fn encode_row(
+        &mut self,
+        w: &mut BitWriter,
+        prev: Option<(&[u32], &[u8])>,
+        cur: &[u32],
+        cur_eq: &[u8],
+    ) {
         self.start_row(prev.is_none());
+        w.reserve(cur.len() * (4 * N + 1) + 64);
         let Ok(()) =
             self.for_segments::<std::convert::Infallible>(cur.len(), |s, start, end, waitmask| {
                 match prev {
                     None => s.encode_seg0(w, cur, start, end, waitmask),
-                    Some(prev) => s.encode_seg(w, prev, cur, start, end, waitmask),
+                    Some((prev, prev_eq)) => {
+                        s.encode_seg(w, prev, prev_eq, cur, cur_eq, start, end, waitmask)
+                    }
                 }
                 Ok(())
             });
-    }
-
-    /// Row 0 prediction for pixel `i` ≥ 1: the left neighbour.
-    #[inline(always)]
-    fn put_row0(&mut self, w: &mut BitWriter, cur: &[Px<N>], i: usize) {
-        let pred = cur[i - 1];
-        self.put_pixel(w, i, &cur[i], &pred);
-    }
-
-    /// Prediction `(left + above) / 2` for pixel `i` ≥ 1.
-    #[inline(always)]
-    fn avg_pred(a: &Px<N>, b: &Px<N>) -> Px<N> {
-        std::array::from_fn(|c| {
-            let s = (u16::from(a[c]) + u16::from(b[c])) >> 1;
-            u8::try_from(s).unwrap_or(0)
-        })
     }
 
     fn first_pixel_schedule(&mut self, waitmask: usize) -> usize {
@@ -620,14 +656,14 @@ impl<const N: usize> Coder<N> {
     fn encode_seg0(
         &mut self,
         w: &mut BitWriter,
-        cur: &[Px<N>],
+        cur: &[u32],
         mut i: usize,
         end: usize,
         waitmask: usize,
     ) {
         let mut stop;
         if i == 0 {
-            self.put_pixel(w, 0, &cur[0], &[0; N]);
+            self.put_pixel(w, 0, cur[0], 0);
             stop = self.first_pixel_schedule(waitmask);
             i = 1;
         } else {
@@ -635,14 +671,14 @@ impl<const N: usize> Coder<N> {
         }
         while stop < end {
             while i <= stop {
-                self.put_row0(w, cur, i);
+                self.put_pixel(w, i, cur[i], cur[i - 1]);
                 i += 1;
             }
             self.update_models(stop);
             stop = i + (self.state.tabrand() & waitmask);
         }
         while i < end {
-            self.put_row0(w, cur, i);
+            self.put_pixel(w, i, cur[i], cur[i - 1]);
             i += 1;
         }
         self.state.waitcnt = stop - end;
@@ -664,49 +700,48 @@ impl<const N: usize> Coder<N> {
     fn encode_seg(
         &mut self,
         w: &mut BitWriter,
-        prev: &[Px<N>],
-        cur: &[Px<N>],
+        prev: &[u32],
+        prev_eq: &[u8],
+        cur: &[u32],
+        cur_eq: &[u8],
         mut i: usize,
         end: usize,
         waitmask: usize,
     ) {
+        let (prev, prev_eq, cur, cur_eq) =
+            (&prev[..end], &prev_eq[..end], &cur[..end], &cur_eq[..end]);
         let mut run_index = 0usize;
         let mut stop;
         if i == 0 {
-            self.put_pixel(w, 0, &cur[0], &prev[0]);
+            self.put_pixel(w, 0, cur[0], prev[0]);
             stop = self.first_pixel_schedule(waitmask);
             i = 1;
         } else {
             stop = i + self.state.waitcnt;
         }
         loop {
+            // The run test: the two pixels above are equal and so are the two on
+            // the left (`i > 2`, and not right after a run).
             let mut run = false;
             'coding: {
                 while stop < end {
                     while i <= stop {
-                        if prev[i - 1] == prev[i]
-                            && run_index != i
-                            && i > 2
-                            && cur[i - 1] == cur[i - 2]
-                        {
+                        if prev_eq[i] & cur_eq[i - 1] != 0 && run_index != i && i > 2 {
                             run = true;
                             break 'coding;
                         }
-                        let pred = Self::avg_pred(&cur[i - 1], &prev[i]);
-                        self.put_pixel(w, i, &cur[i], &pred);
+                        self.put_pixel(w, i, cur[i], Self::avg(cur[i - 1], prev[i]));
                         i += 1;
                     }
                     self.update_models(stop);
                     stop = i + (self.state.tabrand() & waitmask);
                 }
                 while i < end {
-                    if prev[i - 1] == prev[i] && run_index != i && i > 2 && cur[i - 1] == cur[i - 2]
-                    {
+                    if prev_eq[i] & cur_eq[i - 1] != 0 && run_index != i && i > 2 {
                         run = true;
                         break 'coding;
                     }
-                    let pred = Self::avg_pred(&cur[i - 1], &prev[i]);
-                    self.put_pixel(w, i, &cur[i], &pred);
+                    self.put_pixel(w, i, cur[i], Self::avg(cur[i - 1], prev[i]));
                     i += 1;
                 }
             }
@@ -716,8 +751,7 @@ impl<const N: usize> Coder<N> {
             }
             run_index = i;
             self.state.waitcnt = stop - i;
-            let v = cur[i - 1];
-            let len = cur[i..end].iter().take_while(|p| **p == v).count();
+            let len = cur_eq[i..].iter().take_while(|e| **e != 0).count();
             i += len;
             self.encode_run(w, len as u64);
             if i == end {
@@ -728,6 +762,15 @@ impl<const N: usize> Coder<N> {
     }
 
     // ----- decoder -----
+
+    /// Prediction `(left + above) / 2` per channel.
+    #[inline(always)]
+    fn avg_pred(a: &Px<N>, b: &Px<N>) -> Px<N> {
+        std::array::from_fn(|c| {
+            let s = (u16::from(a[c]) + u16::from(b[c])) >> 1;
+            u8::try_from(s).unwrap_or(0)
+        })
+    }
 
     /// Decodes one folded residual per channel and adds the predictions.
     #[inline(always)]
@@ -911,30 +954,54 @@ impl<const N: usize> Coder<N> {
     }
 }
 
-/// Channel values of one row in coding order.
-fn split_row<const N: usize>(ty: QuicImageType, alpha: bool, row: &[u8], out: &mut Vec<Px<N>>) {
+/// One row as packed pixels in coding order (channel `c` in byte `c`: R, G, B;
+/// or the alpha or gray byte alone), and the flags `eq[i] = (row[i] == row[i - 1])`.
+fn split_row(ty: QuicImageType, alpha: bool, row: &[u8], out: &mut Vec<u32>, eq: &mut Vec<u8>) {
     out.clear();
-    let get = |c: &[u8], k: usize| -> u8 { c.get(k).copied().unwrap_or(0) };
     match (ty, alpha) {
-        (QuicImageType::Rgba, true) => {
-            out.extend(row.chunks_exact(4).map(|c| std::array::from_fn(|_| c[3])))
-        }
-        (QuicImageType::Gray, _) => out.extend(row.iter().map(|&b| std::array::from_fn(|_| b))),
+        (QuicImageType::Rgba, true) => out.extend(row.chunks_exact(4).map(|c| u32::from(c[3]))),
+        (QuicImageType::Gray, _) => out.extend(row.iter().map(|&b| u32::from(b))),
         (QuicImageType::Rgb16, _) => out.extend(row.chunks_exact(2).map(|c| {
-            let p = u16::from_le_bytes([c[0], c[1]]);
-            let ch = [(p >> 10) & 31, (p >> 5) & 31, p & 31];
-            std::array::from_fn(|k| u8::try_from(ch[k]).unwrap_or(0))
+            let p = u32::from(u16::from_le_bytes([c[0], c[1]]));
+            ((p >> 10) & 31) | (((p >> 5) & 31) << 8) | ((p & 31) << 16)
         })),
         (QuicImageType::Rgb24, _) => out.extend(
             row.chunks_exact(3)
-                .map(|c| std::array::from_fn(|k| get(c, 2 - k))),
+                .map(|c| u32::from(c[2]) | (u32::from(c[1]) << 8) | (u32::from(c[0]) << 16)),
         ),
-        (QuicImageType::Rgb32 | QuicImageType::Rgba, _) => {
-            out.extend(
-                row.chunks_exact(4)
-                    .map(|c| std::array::from_fn(|k| get(c, 2 - k))),
-            );
+        (QuicImageType::Rgb32 | QuicImageType::Rgba, _) => out.extend(
+            row.chunks_exact(4)
+                .map(|c| u32::from(c[2]) | (u32::from(c[1]) << 8) | (u32::from(c[0]) << 16)),
+        ),
+    }
+    eq.clear();
+    eq.push(0);
+    eq.extend(out.windows(2).map(|w| u8::from(w[0] == w[1])));
+}
+
+/// Row buffers of one coder: previous and current packed rows and their flags.
+struct RowBufs {
+    prev: Vec<u32>,
+    prev_eq: Vec<u8>,
+    cur: Vec<u32>,
+    cur_eq: Vec<u8>,
+}
+
+impl RowBufs {
+    fn new(width: usize) -> Self {
+        Self {
+            prev: Vec::with_capacity(width),
+            prev_eq: Vec::with_capacity(width),
+            cur: Vec::with_capacity(width),
+            cur_eq: Vec::with_capacity(width),
         }
+    }
+
+    fn encode<const N: usize>(&mut self, coder: &mut Coder<N>, w: &mut BitWriter, first: bool) {
+        let prev = (!first).then_some((&self.prev[..], &self.prev_eq[..]));
+        coder.encode_row(w, prev, &self.cur, &self.cur_eq);
+        std::mem::swap(&mut self.prev, &mut self.cur);
+        std::mem::swap(&mut self.prev_eq, &mut self.cur_eq);
     }
 }
 
@@ -954,11 +1021,8 @@ pub fn encode(img: &ImageRef<'_>) -> Result<Vec<u8>, CodecError> {
         });
     }
     let (width, height) = (img.cols(), img.rows());
-    let mut w = BitWriter {
-        out: Vec::with_capacity(img.row_bytes() * height / 2 + 64),
-        acc: 0,
-        nbits: 0,
-    };
+    let mut w = BitWriter::new(img.row_bytes() * height / 2 + 64);
+    w.reserve(64);
     for v in [QUIC_MAGIC, QUIC_VERSION, ty as u32, img.width, img.height] {
         w.put(v >> 16, 16);
         w.put(v & 0xffff, 16);
@@ -970,14 +1034,13 @@ pub fn encode(img: &ImageRef<'_>) -> Result<Vec<u8>, CodecError> {
             img.row(height - 1 - k)
         }
     };
+    let mut rgb = RowBufs::new(width);
     match ty {
         QuicImageType::Gray => {
             let mut coder = Coder::<1>::new(8, width);
-            let (mut prev, mut cur) = (Vec::with_capacity(width), Vec::with_capacity(width));
             for k in 0..height {
-                split_row(ty, false, row(k), &mut cur);
-                coder.encode_row(&mut w, (k > 0).then_some(&prev[..]), &cur);
-                std::mem::swap(&mut prev, &mut cur);
+                split_row(ty, false, row(k), &mut rgb.cur, &mut rgb.cur_eq);
+                rgb.encode(&mut coder, &mut w, k == 0);
             }
         }
         QuicImageType::Rgb16
@@ -986,23 +1049,15 @@ pub fn encode(img: &ImageRef<'_>) -> Result<Vec<u8>, CodecError> {
         | QuicImageType::Rgba => {
             let bpc = if ty == QuicImageType::Rgb16 { 5 } else { 8 };
             let mut coder = Coder::<3>::new(bpc, width);
-            let (mut prev, mut cur) = (Vec::with_capacity(width), Vec::with_capacity(width));
-            let mut alpha = (ty == QuicImageType::Rgba).then(|| {
-                (
-                    Coder::<1>::new(8, width),
-                    Vec::with_capacity(width),
-                    Vec::with_capacity(width),
-                )
-            });
+            let mut alpha = (ty == QuicImageType::Rgba)
+                .then(|| (Coder::<1>::new(8, width), RowBufs::new(width)));
             for k in 0..height {
                 let src = row(k);
-                split_row(ty, false, src, &mut cur);
-                coder.encode_row(&mut w, (k > 0).then_some(&prev[..]), &cur);
-                std::mem::swap(&mut prev, &mut cur);
-                if let Some((ac, aprev, acur)) = alpha.as_mut() {
-                    split_row(ty, true, src, acur);
-                    ac.encode_row(&mut w, (k > 0).then_some(&aprev[..]), acur);
-                    std::mem::swap(aprev, acur);
+                split_row(ty, false, src, &mut rgb.cur, &mut rgb.cur_eq);
+                rgb.encode(&mut coder, &mut w, k == 0);
+                if let Some((ac, abufs)) = alpha.as_mut() {
+                    split_row(ty, true, src, &mut abufs.cur, &mut abufs.cur_eq);
+                    abufs.encode(ac, &mut w, k == 0);
                 }
             }
         }
