@@ -40,6 +40,8 @@ const MAX_IMAGE_BYTES: u64 = 1024 * 1024 * 1024 - 1;
 const MAX_NEAR: usize = 8191;
 /// Largest far distance (16 bits + 8191, biased by one).
 const MAX_FAR: usize = 65535 + 8192;
+/// A candidate this long is taken without trying the others.
+const LONG_ENOUGH: usize = 32;
 /// Bits of the encoder's hash table index.
 const HASH_BITS: u32 = 15;
 
@@ -151,8 +153,8 @@ trait LzPixel: Copy + Eq + Default {
     const HASH_LEN: usize;
     /// Hash of `p[..HASH_LEN]`, below `1 << HASH_BITS`.
     fn hash(p: &[Self]) -> usize;
-    /// Appends the literal encoding.
-    fn put(self, out: &mut Vec<u8>);
+    /// Writes the literal encoding into `dst` (`LIT_BYTES` long).
+    fn write(self, dst: &mut [u8]);
     /// Reads a literal from `LIT_BYTES` bytes.
     fn get(b: &[u8]) -> Self;
 }
@@ -174,9 +176,8 @@ impl LzPixel for u32 {
         mix(u64::from(p[0]) | (u64::from(p[1]) << 24))
     }
     #[inline(always)]
-    fn put(self, out: &mut Vec<u8>) {
-        let [b, g, r, _] = self.to_le_bytes();
-        out.extend_from_slice(&[b, g, r]);
+    fn write(self, dst: &mut [u8]) {
+        dst.copy_from_slice(&self.to_le_bytes()[..3]);
     }
     #[inline(always)]
     fn get(b: &[u8]) -> Self {
@@ -194,8 +195,8 @@ impl LzPixel for u16 {
         mix(u64::from(p[0]) | (u64::from(p[1]) << 16))
     }
     #[inline(always)]
-    fn put(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_be_bytes());
+    fn write(self, dst: &mut [u8]) {
+        dst.copy_from_slice(&self.to_be_bytes());
     }
     #[inline(always)]
     fn get(b: &[u8]) -> Self {
@@ -213,8 +214,8 @@ impl LzPixel for u8 {
         mix(u64::from(p[0]) | (u64::from(p[1]) << 8) | (u64::from(p[2]) << 16))
     }
     #[inline(always)]
-    fn put(self, out: &mut Vec<u8>) {
-        out.push(self);
+    fn write(self, dst: &mut [u8]) {
+        dst[0] = self;
     }
     #[inline(always)]
     fn get(b: &[u8]) -> Self {
@@ -225,11 +226,15 @@ impl LzPixel for u8 {
 /// Appends `px` as literal runs of at most 32 pixels.
 #[inline]
 fn put_literals<P: LzPixel>(out: &mut Vec<u8>, px: &[P]) {
+    let mut buf = [0u8; 1 + 32 * 3];
     for chunk in px.chunks(32) {
-        out.push(lo8(chunk.len() - 1));
+        buf[0] = lo8(chunk.len() - 1);
+        let mut n = 1;
         for &p in chunk {
-            p.put(out);
+            p.write(&mut buf[n..n + P::LIT_BYTES]);
+            n += P::LIT_BYTES;
         }
+        out.extend_from_slice(&buf[..n]);
     }
 }
 
@@ -277,7 +282,26 @@ fn put_match<P: LzPixel>(out: &mut Vec<u8>, len: usize, dist: usize) {
 fn match_len<P: LzPixel>(px: &[P], r: usize, i: usize) -> usize {
     let a = &px[r..];
     let b = &px[i..];
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+    let max = b.len();
+    let mut k = 0;
+    while k + 8 <= max && a[k..k + 8] == b[k..k + 8] {
+        k += 8;
+    }
+    while k < max && a[k] == b[k] {
+        k += 1;
+    }
+    k
+}
+
+/// Keeps the candidate of `len` pixels at `dist` in `best` if it saves more bytes.
+#[inline(always)]
+fn consider<P: LzPixel>(best: &mut (usize, usize, usize), len: usize, dist: usize) {
+    if len >= P::MIN_MATCH {
+        let gain = (len * P::LIT_BYTES).saturating_sub(match_cost::<P>(len, dist));
+        if gain > best.0 {
+            *best = (gain, len, dist);
+        }
+    }
 }
 
 /// Compresses one pass of pixels (`width` pixels per row, for the row-above
@@ -290,36 +314,40 @@ fn compress<P: LzPixel>(px: &[P], width: usize, out: &mut Vec<u8>) {
     let mut table = vec![0u32; 1 << HASH_BITS];
     let mut lit_start = 0usize;
     let mut i = 1usize;
+    // Consecutive positions without a match: past 64, positions are skipped
+    // (and sent as literals) with a growing step, as LZ4 does, which makes
+    // photographic areas cheap at a small cost in ratio.
+    let mut misses = 0usize;
     let hash_end = n.saturating_sub(P::HASH_LEN - 1);
     while i < hash_end {
         let cur = px[i];
-        let mut best_len = 0usize;
-        let mut best_dist = 0usize;
-        let mut best_gain = 0usize;
-        let mut consider = |len: usize, dist: usize| {
-            if len >= P::MIN_MATCH {
-                let gain = (len * P::LIT_BYTES).saturating_sub(match_cost::<P>(len, dist));
-                if gain > best_gain {
-                    best_gain = gain;
-                    best_len = len;
-                    best_dist = dist;
-                }
-            }
-        };
+        // (gain in bytes, length, distance) of the best candidate.
+        let mut best = (0usize, 0usize, 0usize);
         if px[i - 1] == cur {
-            consider(match_len(px, i - 1, i), 1);
+            consider::<P>(&mut best, match_len(px, i - 1, i), 1);
         }
-        if width > 1 && i >= width && px[i - width] == cur && width <= MAX_FAR {
-            consider(match_len(px, i - width, i), width);
+        if best.1 < LONG_ENOUGH
+            && width > 1
+            && i >= width
+            && px[i - width] == cur
+            && width <= MAX_FAR
+        {
+            consider::<P>(&mut best, match_len(px, i - width, i), width);
         }
         let h = P::hash(&px[i..]);
         let cand = table[h] as usize;
         table[h] = u32::try_from(i).unwrap_or(0);
-        if cand < i && i - cand <= MAX_FAR && px[cand] == cur && i - cand != 1 && i - cand != width
+        if best.1 < LONG_ENOUGH
+            && cand < i
+            && i - cand <= MAX_FAR
+            && px[cand] == cur
+            && i - cand != 1
+            && i - cand != width
         {
-            consider(match_len(px, cand, i), i - cand);
+            consider::<P>(&mut best, match_len(px, cand, i), i - cand);
         }
-        if best_gain > 1 {
+        let (gain, best_len, best_dist) = best;
+        if gain > 1 {
             put_literals(out, &px[lit_start..i]);
             put_match::<P>(out, best_len, best_dist);
             let end = i + best_len;
@@ -329,8 +357,10 @@ fn compress<P: LzPixel>(px: &[P], width: usize, out: &mut Vec<u8>) {
             }
             i = end;
             lit_start = i;
+            misses = 0;
         } else {
-            i += 1;
+            misses += 1;
+            i += 1 + (misses >> 6).min(7);
         }
     }
     put_literals(out, &px[lit_start..]);
@@ -505,13 +535,20 @@ fn encode_as(img: &ImageRef<'_>, ty: LzImageType) -> Result<Vec<u8>, CodecError>
     match ty {
         LzImageType::Rgb32 | LzImageType::Rgba | LzImageType::Rgb24 => {
             let mut px = Vec::with_capacity(n);
-            let bpp = if ty == LzImageType::Rgb24 { 3 } else { 4 };
             for r in 0..rows {
-                px.extend(
-                    img.row(r)
-                        .chunks_exact(bpp)
-                        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], 0])),
-                );
+                if ty == LzImageType::Rgb24 {
+                    px.extend(
+                        img.row(r)
+                            .chunks_exact(3)
+                            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], 0])),
+                    );
+                } else {
+                    px.extend(
+                        img.row(r)
+                            .chunks_exact(4)
+                            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) & 0x00ff_ffff),
+                    );
+                }
             }
             compress(&px, width, &mut out);
             if ty == LzImageType::Rgba {
