@@ -105,3 +105,68 @@ pub fn fuzz_decode_monitors_config(data: &[u8]) {
         assert!(cfg.heads.len() <= usize::from(env.limits.max_monitors));
     }
 }
+
+/// The largest device memory a `ring_replay` input may ask for; larger configs
+/// are skipped so that one iteration stays cheap.
+pub const MAX_REPLAY_MEMORY: u64 = 16 << 20;
+
+/// A display sink that only counts what it is given.
+#[derive(Debug, Default)]
+pub struct CountingSink(pub u64);
+
+impl spice_server::command::DisplaySink for CountingSink {
+    fn command(&mut self, _: spice_server::command::Command) {
+        self.0 += 1;
+    }
+    fn create_primary(&mut self, _: spice_server::command::SurfaceCreate) {}
+    fn destroy_primary(&mut self) {}
+    fn destroy_surface_wait(&mut self, _: u32) {}
+    fn destroy_all_surfaces(&mut self) {}
+    fn update_area(
+        &mut self,
+        surface_id: u32,
+        area: spice_server::command::Rect,
+    ) -> Option<spice_server::command::AreaPixels> {
+        // Answer with a well-formed but arbitrary picture so the device's
+        // write-back path runs too.
+        let (w, h) = (area.width(), area.height());
+        if w == 0 || h == 0 || u64::from(w) * u64::from(h) > 1 << 20 {
+            return None;
+        }
+        let stride = usize::try_from(w).ok()?.checked_mul(4)?;
+        let len = stride.checked_mul(usize::try_from(h).ok()?)?;
+        let fill = u8::try_from(surface_id & 0xff).unwrap_or(0);
+        Some(spice_server::command::AreaPixels {
+            area,
+            stride,
+            data: vec![fill; len],
+        })
+    }
+    fn flush_surfaces(&mut self) {}
+    fn monitors_config(&mut self, _: spice_server::command::MonitorsConfig) {}
+    fn reset(&mut self) {}
+}
+
+/// Play a (possibly malformed) replay file through a fresh device: every
+/// well-formed record before the first malformed one is applied.
+pub fn fuzz_ring_replay(data: &[u8]) {
+    use devices::qxl::replay::{self, Player, Record};
+    let (records, _) = replay::parse_prefix(data);
+    let Some(Record::Config(config)) = records.first() else {
+        return;
+    };
+    let qc = devices::qxl::QxlConfig::from(config);
+    if qc.validate().is_err() || qc.normalized().device_memory_size() > MAX_REPLAY_MEMORY {
+        return;
+    }
+    let Ok(mut player) = Player::new(config, CountingSink::default()) else {
+        return;
+    };
+    for r in &records {
+        player.step(r);
+    }
+    let dev = player.device();
+    // The device must still answer and be consistent after anything.
+    let _ = dev.irq_level();
+    let _ = dev.metrics().snapshot();
+}

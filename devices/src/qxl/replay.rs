@@ -31,6 +31,7 @@
 //! | 0x06 | `ExpectRing` | ring u8 (0 command, 1 cursor, 2 release), prod u32, cons u32 |
 //! | 0x07 | `AckIrq` | — (the guest ISR: exchange `int_pending` with 0, then write `UPDATE_IRQ`) |
 //! | 0x08 | `ClientMonitors` | count u8, then count × (x i32, y i32, width u32, height u32) — a host-side event |
+//! | 0x09 | `Process` | ring u8 (0 command, 1 cursor) — the host consumed that ring (ioeventfd) |
 //!
 //! A reader never trusts a length: `MemWrite` payloads are capped at
 //! [`MAX_MEM_WRITE`] and must fit the file, and unknown tags end parsing with an error.
@@ -144,6 +145,9 @@ pub enum Record {
     AckIrq,
     /// A client monitors configuration arriving from the SPICE side.
     ClientMonitors(Vec<ClientHead>),
+    /// The host consumed a ring after an ioeventfd swallowed the guest's notify
+    /// (the device's worker running on its own).
+    Process(RingId),
 }
 
 const TAG_CONFIG: u8 = 0x01;
@@ -154,6 +158,7 @@ const TAG_EXPECT_IRQ: u8 = 0x05;
 const TAG_EXPECT_RING: u8 = 0x06;
 const TAG_ACK: u8 = 0x07;
 const TAG_CLIENT_MONITORS: u8 = 0x08;
+const TAG_PROCESS: u8 = 0x09;
 
 /// A cursor over a byte buffer that fails instead of reading past the end.
 struct Cursor<'a> {
@@ -208,6 +213,23 @@ impl<'a> Cursor<'a> {
 
 /// Parse a whole replay file. Fails on the first malformed record.
 pub fn parse(buf: &[u8]) -> Result<Vec<Record>> {
+    let (records, err) = parse_prefix(buf);
+    match err {
+        Some(e) => Err(e),
+        None => Ok(records),
+    }
+}
+
+/// Parse as many records as are well formed: the records before the first
+/// malformed one, and the error that stopped parsing (if any). Fuzzers use this
+/// so that a mutation late in a file still exercises the device.
+pub fn parse_prefix(buf: &[u8]) -> (Vec<Record>, Option<Error>) {
+    let mut out = Vec::new();
+    let err = parse_into(buf, &mut out).err();
+    (out, err)
+}
+
+fn parse_into(buf: &[u8], out: &mut Vec<Record>) -> Result<()> {
     let mut c = Cursor { buf, pos: 0 };
     if c.take(MAGIC.len()).ok() != Some(MAGIC.as_slice()) {
         return Err(Error::Replay {
@@ -222,7 +244,6 @@ pub fn parse(buf: &[u8]) -> Result<Vec<Record>> {
             fault: ReplayFault::BadVersion(version),
         });
     }
-    let mut out = Vec::new();
     while c.pos < buf.len() {
         let at = c.pos;
         let tag = c.u8()?;
@@ -328,6 +349,16 @@ pub fn parse(buf: &[u8]) -> Result<Vec<Record>> {
                 }
                 Record::ClientMonitors(heads)
             }
+            TAG_PROCESS => match c.u8()? {
+                0 => Record::Process(RingId::Command),
+                1 => Record::Process(RingId::Cursor),
+                _ => {
+                    return Err(Error::Replay {
+                        offset: at,
+                        fault: ReplayFault::BadTag(tag),
+                    });
+                }
+            },
             _ => {
                 return Err(Error::Replay {
                     offset: at,
@@ -337,7 +368,7 @@ pub fn parse(buf: &[u8]) -> Result<Vec<Record>> {
         };
         out.push(rec);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Serialise records into a replay file.
@@ -390,6 +421,7 @@ fn write_record(out: &mut Vec<u8>, r: &Record) {
             out.extend_from_slice(&cons.to_le_bytes());
         }
         Record::AckIrq => out.push(TAG_ACK),
+        Record::Process(ring) => out.extend_from_slice(&[TAG_PROCESS, *ring as u8]),
         Record::ClientMonitors(heads) => {
             out.push(TAG_CLIENT_MONITORS);
             out.push(u8::try_from(heads.len()).unwrap_or(0));
@@ -686,6 +718,13 @@ impl<S: DisplaySink> Player<S> {
                     self.report.rejected += 1;
                 }
                 self.dev.io_write(crate::qxl::abi::io::UPDATE_IRQ, 0);
+            }
+            Record::Process(ring) => {
+                if *ring == RingId::Cursor {
+                    self.dev.process_cursor_ring();
+                } else {
+                    self.dev.process_cmd_ring();
+                }
             }
             Record::ClientMonitors(heads) => {
                 let h: Vec<_> = heads

@@ -44,10 +44,11 @@ use crate::qxl::guest::{GuestView, le};
 use crate::qxl::mock::encode::{self, EncodeOptions, GuestHeap};
 use crate::qxl::pci;
 use crate::qxl::ram::{RamHeader, SurfaceCreateRaw};
+use crate::qxl::replay::{Record, Recorder, ReplayConfig, RingId};
 use crate::qxl::ring::RingDesc;
 
 /// The device type the mock drives.
-pub type MockDevice = QxlDevice<GuestMemoryMmap, RecordingIrq, RecordingSink>;
+pub type MockDevice<S = RecordingSink> = QxlDevice<GuestMemoryMmap, RecordingIrq, S>;
 
 /// An [`IrqLine`] that records what the device did with it.
 #[derive(Debug, Default)]
@@ -275,8 +276,8 @@ const SLOT_SURFACES: u8 = 2;
 
 /// The mock Linux driver.
 #[derive(Debug)]
-pub struct MockQxlDriver {
-    dev: MockDevice,
+pub struct MockQxlDriver<S: DisplaySink = RecordingSink> {
+    dev: MockDevice<S>,
     bars: MockBars,
     ram: RamHeader,
     heap: GuestHeap,
@@ -291,28 +292,49 @@ pub struct MockQxlDriver {
     notifications: u64,
     int_mask: u32,
     encode_options: EncodeOptions,
+    recorder: Option<Recorder>,
 }
 
 fn mock_err(what: &'static str) -> Error {
     Error::InvalidState(what)
 }
 
-impl MockQxlDriver {
-    /// Build device memory and the device for `config`, and play the firmware
-    /// (BAR sizing probe, address assignment, decoding enabled). The driver is
-    /// not probed yet: see [`Self::probe`].
+impl MockQxlDriver<RecordingSink> {
+    /// Build device memory and the device for `config` with a [`RecordingSink`],
+    /// and play the firmware (BAR sizing probe, address assignment, decoding
+    /// enabled). The driver is not probed yet: see [`Self::probe`].
     pub fn new(config: QxlConfig) -> Result<Self> {
+        Self::with_sink(config, RecordingSink::default())
+    }
+
+    /// [`Self::new`] followed by [`Self::probe`].
+    pub fn with_linux_probe(config: QxlConfig) -> Result<Self> {
+        let mut d = Self::new(config)?;
+        d.probe()?;
+        Ok(d)
+    }
+}
+
+impl<S: DisplaySink> MockQxlDriver<S> {
+    /// [`MockQxlDriver::new`] with any display sink (e.g. the SPICE server's
+    /// display worker, for the demo VMM).
+    pub fn with_sink(config: QxlConfig, sink: S) -> Result<Self> {
+        Self::build(config, sink, false)
+    }
+
+    /// [`Self::with_sink`], recording every guest action from the start into
+    /// a replay (see [`crate::qxl::replay`]; take it with [`Self::take_recording`]).
+    pub fn with_sink_recording(config: QxlConfig, sink: S) -> Result<Self> {
+        Self::build(config, sink, true)
+    }
+
+    fn build(config: QxlConfig, sink: S, record: bool) -> Result<Self> {
         config.validate()?;
         let size = usize::try_from(config.device_memory_size())
             .map_err(|_| Error::InvalidConfig("device memory too large"))?;
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size)])
             .map_err(|_| Error::InvalidConfig("cannot allocate mock device memory"))?;
-        let dev = QxlDevice::new(
-            config,
-            mem,
-            RecordingIrq::default(),
-            RecordingSink::default(),
-        )?;
+        let dev = QxlDevice::new(config, mem, RecordingIrq::default(), sink)?;
         let ram = dev.ram_header();
         let cfg = dev.config().clone();
         let surface0 = u64::from(rom_u32(&dev, rom_off::SURFACE0_AREA_SIZE));
@@ -339,7 +361,12 @@ impl MockQxlDriver {
             notifications: 0,
             int_mask: 0,
             encode_options: EncodeOptions::default(),
+            recorder: None,
         };
+        if record {
+            let snapshot = drv.snapshot()?;
+            drv.recorder = Some(Recorder::new(ReplayConfig::from(&cfg), &snapshot));
+        }
         drv.bars = drv.firmware_program_bars()?;
         if drv.bars.vram64.is_some() {
             drv.surface_heap = GuestHeap::new(
@@ -353,26 +380,19 @@ impl MockQxlDriver {
         Ok(drv)
     }
 
-    /// [`Self::new`] followed by [`Self::probe`].
-    pub fn with_linux_probe(config: QxlConfig) -> Result<Self> {
-        let mut d = Self::new(config)?;
-        d.probe()?;
-        Ok(d)
-    }
-
     /// Size BAR `bar` the way firmware does: write all-ones, read back, restore.
     /// Returns `(size, type bits)`; a 64-bit BAR is probed with its upper half.
     pub fn size_bar(&mut self, bar: usize) -> (u64, u32) {
         let at = u16::try_from(pci::BAR0 + 4 * bar).unwrap_or(0x10);
-        let read = |d: &MockDevice, at: u16| {
+        let read = |d: &MockDevice<S>, at: u16| {
             let mut b = [0u8; 4];
             d.pci_config_read(at, &mut b);
             u32::from_le_bytes(b)
         };
         let orig = read(&self.dev, at);
-        self.dev.pci_config_write(at, &u32::MAX.to_le_bytes());
+        self.pci_write(at, &u32::MAX.to_le_bytes());
         let lo = read(&self.dev, at);
-        self.dev.pci_config_write(at, &orig.to_le_bytes());
+        self.pci_write(at, &orig.to_le_bytes());
         if lo == 0 {
             return (0, 0);
         }
@@ -384,9 +404,9 @@ impl MockQxlDriver {
         if kind & 0x6 == 0x4 {
             let hi_at = at + 4;
             let orig_hi = read(&self.dev, hi_at);
-            self.dev.pci_config_write(hi_at, &u32::MAX.to_le_bytes());
+            self.pci_write(hi_at, &u32::MAX.to_le_bytes());
             let hi = read(&self.dev, hi_at);
-            self.dev.pci_config_write(hi_at, &orig_hi.to_le_bytes());
+            self.pci_write(hi_at, &orig_hi.to_le_bytes());
             let mask = (u64::from(hi) << 32) | u64::from(lo & !0xf);
             return ((!mask).wrapping_add(1), kind);
         }
@@ -428,8 +448,7 @@ impl MockQxlDriver {
             None
         };
         let cmd = pci::COMMAND_IO | pci::COMMAND_MEMORY | pci::COMMAND_MASTER;
-        self.dev
-            .pci_config_write(u16::try_from(pci::COMMAND).unwrap_or(4), &cmd.to_le_bytes());
+        self.pci_write(u16::try_from(pci::COMMAND).unwrap_or(4), &cmd.to_le_bytes());
         Ok(MockBars {
             ram: bases[0],
             vram: bases[1],
@@ -442,7 +461,7 @@ impl MockQxlDriver {
     fn write_bar32(&mut self, bar: usize, value: u64) -> Result<()> {
         let v = u32::try_from(value).map_err(|_| mock_err("mock: BAR value above 4 GiB"))?;
         let at = u16::try_from(pci::BAR0 + 4 * bar).map_err(|_| mock_err("mock: BAR index"))?;
-        self.dev.pci_config_write(at, &v.to_le_bytes());
+        self.pci_write(at, &v.to_le_bytes());
         Ok(())
     }
 
@@ -488,15 +507,114 @@ impl MockQxlDriver {
     }
 
     // ------------------------------------------------------------------
+    // Guest actions (every one goes through here, so it can be recorded).
+
+    /// The whole device memory, copied.
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        let len = usize::try_from(self.dev.config().device_memory_size())
+            .map_err(|_| Error::Overflow("mock snapshot"))?;
+        let mut buf = vec![0u8; len];
+        self.mem().read_bytes(GuestAddress(0), &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Record the guest's memory writes since the last action (recording only).
+    fn record_guest_writes(&mut self) {
+        if self.recorder.is_none() {
+            return;
+        }
+        if let Ok(now) = self.snapshot()
+            && let Some(r) = self.recorder.as_mut()
+        {
+            r.sync_guest_writes(&now);
+        }
+    }
+
+    /// After the device acted: absorb its memory writes and record what the
+    /// guest can observe (interrupt line, `int_pending`, ring indices).
+    fn record_device_state(&mut self) {
+        if self.recorder.is_none() {
+            return;
+        }
+        let Ok(now) = self.snapshot() else { return };
+        let level = self.dev.irq_level();
+        let int_pending = self
+            .mem()
+            .read_u32(self.ram.addr(ram_off::INT_PENDING))
+            .unwrap_or(0);
+        let rings: Vec<_> = [
+            (RingId::Command, RingDesc::command(&self.ram)),
+            (RingId::Cursor, RingDesc::cursor(&self.ram)),
+            (RingId::Release, RingDesc::release(&self.ram)),
+        ]
+        .into_iter()
+        .filter_map(|(id, d)| d.read_header(self.mem()).ok().map(|h| (id, h)))
+        .collect();
+        if let Some(r) = self.recorder.as_mut() {
+            r.sync_device_writes(&now);
+            r.push(Record::ExpectIrq { level, int_pending });
+            for (ring, h) in rings {
+                r.push(Record::ExpectRing {
+                    ring,
+                    prod: h.prod,
+                    cons: h.cons,
+                });
+            }
+        }
+    }
+
+    /// A guest `outb` to the device's I/O BAR.
+    fn port(&mut self, port: u64, value: u8) {
+        self.record_guest_writes();
+        if let (Some(r), Ok(p)) = (self.recorder.as_mut(), u8::try_from(port)) {
+            r.push(Record::IoWrite { port: p, value });
+        }
+        self.dev.io_write(port, value);
+        self.record_device_state();
+    }
+
+    /// A PCI config space write (firmware or driver).
+    fn pci_write(&mut self, offset: u16, data: &[u8]) {
+        if let Some(r) = self.recorder.as_mut() {
+            r.push(Record::PciWrite {
+                offset,
+                data: data.to_vec(),
+            });
+        }
+        self.dev.pci_config_write(offset, data);
+    }
+
+    /// The device's worker consuming a ring after an ioeventfd kick.
+    fn process(&mut self, ring: RingId) -> bool {
+        self.record_guest_writes();
+        if let Some(r) = self.recorder.as_mut() {
+            r.push(Record::Process(ring));
+        }
+        let more = match ring {
+            RingId::Cursor => self.dev.process_cursor_ring(),
+            _ => self.dev.process_cmd_ring(),
+        };
+        self.record_device_state();
+        more
+    }
+
+    /// Stop recording and return the replay file recorded so far (`None` if the
+    /// driver was not built with [`Self::with_sink_recording`]).
+    pub fn take_recording(&mut self) -> Option<Vec<u8>> {
+        self.record_guest_writes();
+        self.recorder.take().map(Recorder::finish)
+    }
+
+    // ------------------------------------------------------------------
     // Accessors.
 
     /// The device.
-    pub fn device(&self) -> &MockDevice {
+    pub fn device(&self) -> &MockDevice<S> {
         &self.dev
     }
 
     /// The device, mutably (raw port writes, ring processing, ...).
-    pub fn device_mut(&mut self) -> &mut MockDevice {
+    pub fn device_mut(&mut self) -> &mut MockDevice<S> {
         &mut self.dev
     }
 
@@ -505,8 +623,8 @@ impl MockQxlDriver {
         self.dev.mem()
     }
 
-    /// The recording sink.
-    pub fn sink(&self) -> &RecordingSink {
+    /// The display sink.
+    pub fn sink(&self) -> &S {
         self.dev.sink()
     }
 
@@ -593,7 +711,7 @@ impl MockQxlDriver {
 
     /// `outb(value, port)`, then run the interrupt handler if the line is up.
     pub fn out(&mut self, port: u64, value: u8) {
-        self.dev.io_write(port, value);
+        self.port(port, value);
         self.service_irq();
     }
 
@@ -629,7 +747,7 @@ impl MockQxlDriver {
             let _ = self
                 .mem()
                 .write_u32(self.ram.addr(ram_off::INT_MASK), self.int_mask);
-            self.dev.io_write(io::UPDATE_IRQ, 0);
+            self.port(io::UPDATE_IRQ, 0);
         }
         all
     }
@@ -675,8 +793,8 @@ impl MockQxlDriver {
     /// Let the device consume both rings (as its worker thread would after an
     /// ioeventfd), then handle interrupts. Returns true if work was left.
     pub fn run_worker(&mut self) -> bool {
-        let more_cmd = self.dev.process_cmd_ring();
-        let more_cursor = self.dev.process_cursor_ring();
+        let more_cmd = self.process(RingId::Command);
+        let more_cursor = self.process(RingId::Cursor);
         self.service_irq();
         more_cmd || more_cursor
     }
@@ -959,13 +1077,13 @@ impl MockQxlDriver {
     }
 }
 
-fn rom_u32(dev: &MockDevice, off: usize) -> u32 {
+fn rom_u32<S: DisplaySink>(dev: &MockDevice<S>, off: usize) -> u32 {
     let mut b = [0u8; 4];
     dev.rom_read(u64::try_from(off).unwrap_or(0), &mut b);
     u32::from_le_bytes(b)
 }
 
-fn rom_u8(dev: &MockDevice, off: usize) -> u8 {
+fn rom_u8<S: DisplaySink>(dev: &MockDevice<S>, off: usize) -> u8 {
     let mut b = [0u8; 1];
     dev.rom_read(u64::try_from(off).unwrap_or(0), &mut b);
     b[0]
