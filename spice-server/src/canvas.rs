@@ -480,12 +480,10 @@ fn rop_only(
     mask: &Option<Mask>,
 ) -> Result<(), &'static str> {
     let mv = mask_view(mask.as_ref(), bbox)?;
-    let mut writes = Vec::new();
-    for_each_pixel(rects, mv.as_ref(), |x, y| writes.push((x, y)));
-    for (x, y) in writes {
+    for_each_pixel(rects, mv.as_ref(), |x, y| {
         let v = apply_ropd(op, 0, t.get(x, y), 0);
         t.put(x, y, v);
-    }
+    });
     Ok(())
 }
 
@@ -517,9 +515,22 @@ fn fill(
         }
     };
     let solid = if let Brush::Solid(c) = brush { *c } else { 0 };
-    let mut points = Vec::new();
-    for_each_pixel(rects, mv.as_ref(), |x, y| points.push((x, y)));
-    for (x, y) in points {
+    if pattern.is_none() && mv.is_none() && rop == Ropd::OP_PUT {
+        // Fast path: plain solid fill.
+        let px = solid.to_le_bytes();
+        for r in rects {
+            for y in to_idx(r.top)..to_idx(r.bottom) {
+                let (a, b) = (t.idx(to_idx(r.left), y), t.idx(to_idx(r.right), y));
+                if let Some(row) = t.data.get_mut(a..b) {
+                    for p in row.chunks_exact_mut(4) {
+                        p.copy_from_slice(&px);
+                    }
+                }
+            }
+        }
+        return Ok(());
+    }
+    for_each_pixel(rects, mv.as_ref(), |x, y| {
         let src = match &pattern {
             None => solid,
             Some((p, pos)) => {
@@ -535,7 +546,7 @@ fn fill(
         };
         let v = apply_ropd(rop, src, t.get(x, y), Ropd::INVERS_BRUSH);
         t.put(x, y, v);
-    }
+    });
     Ok(())
 }
 
@@ -557,11 +568,11 @@ fn copy(
         return Ok(());
     }
     let scaled = bw != sw || bh != sh;
-    let mut points = Vec::new();
-    for_each_pixel(rects, mv.as_ref(), |x, y| points.push((x, y)));
-    for (x, y) in points {
-        let dx = u64::try_from(x).unwrap_or(0) - u64::try_from(bbox.left).unwrap_or(0);
-        let dy = u64::try_from(y).unwrap_or(0) - u64::try_from(bbox.top).unwrap_or(0);
+    let (left, top) = (i64::from(bbox.left), i64::from(bbox.top));
+    for_each_pixel(rects, mv.as_ref(), |x, y| {
+        // x, y lie inside the bounding box, so these are non-negative.
+        let dx = u64::try_from(i64::try_from(x).unwrap_or(0) - left).unwrap_or(0);
+        let dy = u64::try_from(i64::try_from(y).unwrap_or(0) - top).unwrap_or(0);
         let (sx, sy) = if scaled {
             (dx * sw / bw, dy * sh / bh)
         } else {
@@ -573,7 +584,7 @@ fn copy(
         );
         let v = apply_ropd(c.rop.0, s, t.get(x, y), Ropd::INVERS_SRC);
         t.put(x, y, v);
-    }
+    });
     Ok(())
 }
 
@@ -812,6 +823,42 @@ mod tests {
         };
         let p = decode_bitmap(&bmp24, &Rect::new(0, 0, 1, 1), false);
         assert_eq!(p.map(|p| p.data), Some(vec![0x0003_0201]));
+        Ok(())
+    }
+
+    #[test]
+    fn copy_with_bbox_partly_off_surface() -> Result<(), Error> {
+        let mut s = Surface::new(4, 4, SurfaceFormat::Xrgb32)?;
+        let bmp = Bitmap {
+            format: BitmapFormat::Rgb32,
+            flags: BITMAP_TOP_DOWN,
+            width: 4,
+            height: 4,
+            stride: 16,
+            palette: None,
+            data: (0..64u8).collect(),
+        };
+        let img = Image {
+            id: 0,
+            flags: 0,
+            width: 4,
+            height: 4,
+            data: ImageData::Bitmap(bmp),
+        };
+        let d = drawable(
+            Rect::new(-2, -1, 2, 3),
+            Clip::None,
+            DrawOp::Copy(CopyOp {
+                src: Box::new(img),
+                src_area: Rect::new(0, 0, 4, 4),
+                rop: Ropd(Ropd::OP_PUT),
+                scale_mode: ScaleMode::Nearest,
+                mask: None,
+            }),
+        );
+        draw(&mut s, &d, &NoSources);
+        // Surface (0,0) shows source pixel (2,1).
+        assert_eq!(px(&s, 0, 0), u32::from_le_bytes([24, 25, 26, 27]));
         Ok(())
     }
 

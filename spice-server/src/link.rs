@@ -284,6 +284,15 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn parse_link_mess_never_panics(b in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            if let Ok(r) = parse_link_mess(&b) {
+                proptest::prop_assert!(r.common_caps.0.len() + r.channel_caps.0.len() <= MAX_CAPS_WORDS as usize);
+            }
+        }
+    }
+
     #[test]
     fn reply_layout() {
         let r = build_link_reply(0, &[7; 162], &server_common_caps(), &Caps::from_caps(&[0]));

@@ -82,6 +82,9 @@ impl Default for ServerConfig {
     }
 }
 
+/// Longest a single socket write may make no progress before the client is dropped.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// `SPICE_MOUSE_MODE_SERVER`.
 pub const MOUSE_MODE_SERVER: u16 = 1;
 /// `SPICE_MOUSE_MODE_CLIENT`.
@@ -275,6 +278,9 @@ fn handle_connection(shared: &Arc<Shared>, mut stream: TcpStream) {
             return;
         }
     };
+    // A client that stops reading for this long is dropped rather than keeping
+    // a writer thread blocked forever.
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     if let Err(e) = std::io::Write::write_all(&mut stream, &link_err::OK.to_le_bytes()) {
         log::debug!("{peer}: {e}");
         return;

@@ -676,6 +676,33 @@ mod tests {
         Ok(())
     }
 
+    proptest::proptest! {
+        #[test]
+        fn read_message_never_panics(b in proptest::collection::vec(proptest::num::u8::ANY, 0..64), full in proptest::bool::ANY) {
+            let kind = if full { HeaderKind::Full } else { HeaderKind::Mini };
+            let mut cur = std::io::Cursor::new(b);
+            while let Ok(m) = read_message(&mut cur, kind, 16) {
+                proptest::prop_assert!(m.body.len() <= 16);
+            }
+        }
+
+        #[test]
+        fn reader_never_panics(b in proptest::collection::vec(proptest::num::u8::ANY, 0..32), ops in proptest::collection::vec(0u8..7, 0..20)) {
+            let mut r = Reader::new(&b);
+            for op in ops {
+                let _ = match op {
+                    0 => r.u8().map(u64::from),
+                    1 => r.u16().map(u64::from),
+                    2 => r.u32().map(u64::from),
+                    3 => r.u64(),
+                    4 => r.bytes(5).map(|s| s.len() as u64),
+                    5 => r.caps(3).map(|c| u64::from(c.words())),
+                    _ => r.at(u32::from(b.first().copied().unwrap_or(0))).map(|x| x.pos() as u64),
+                };
+            }
+        }
+    }
+
     #[test]
     fn oversize_body_rejected_before_allocation() {
         let mut hdr = Vec::new();

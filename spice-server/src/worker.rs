@@ -36,6 +36,8 @@ pub type SurfaceCell = Arc<RwLock<Surface>>;
 
 /// Most surfaces a guest may have at once (QXL's usual `n_surfaces`).
 pub const MAX_SURFACES: u32 = 1024;
+/// Most bytes all surfaces together may occupy (each is 4 bytes per pixel).
+pub const MAX_TOTAL_SURFACE_BYTES: usize = 1 << 30;
 /// Capacity of the worker's inbox.
 const INBOX: usize = 1024;
 /// Most rectangles one pending damage item keeps before collapsing to its bounding box.
@@ -375,6 +377,23 @@ impl Worker {
             log::warn!("surface id {} out of range", s.surface_id);
             return;
         }
+        let need =
+            usize::try_from(u64::from(s.width) * u64::from(s.height) * 4).unwrap_or(usize::MAX);
+        let used: usize = self
+            .surfaces
+            .iter()
+            .filter(|(id, _)| **id != s.surface_id)
+            .map(|(_, c)| read_lock(c).bytes().len())
+            .sum();
+        if used.saturating_add(need) > MAX_TOTAL_SURFACE_BYTES {
+            log::warn!(
+                "surface {} ({}x{}) refused: surfaces would use more than {MAX_TOTAL_SURFACE_BYTES} bytes",
+                s.surface_id,
+                s.width,
+                s.height
+            );
+            return;
+        }
         let made = match &s.initial {
             Some(init) => Surface::with_initial(
                 s.width,
@@ -661,6 +680,23 @@ mod tests {
         h.sync()?;
         let n = o.with(|s| s.items.len());
         assert!(n <= DISPLAY_OUTBOX_CAP, "{n}");
+        Ok(())
+    }
+
+    #[test]
+    fn surface_memory_is_bounded() -> Result<(), Error> {
+        let (mut h, _j) = spawn()?;
+        h.create_primary(primary(64, 64));
+        for id in 1..40 {
+            h.command(Command::Surface(SurfaceCmd::Create(SurfaceCreate {
+                surface_id: id,
+                ..primary(8192, 8192)
+            })));
+        }
+        h.sync()?;
+        let alive = (1..40).filter(|&id| h.screenshot(id).is_some()).count();
+        assert_eq!(alive, 3, "1 GiB / 256 MiB surfaces, minus the primary");
+        assert!(h.screenshot(0).is_some());
         Ok(())
     }
 

@@ -324,3 +324,58 @@ fn pending_link_cap_and_handshake_timeout() {
     let (_m, id) = session(addr);
     assert_ne!(id, 0);
 }
+
+/// A small deterministic generator (xorshift) for the hostile-stream test.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[test]
+fn random_messages_on_every_channel_never_hurt_the_server() {
+    let mut h = start(open_config());
+    scene(&mut h.display);
+    let addr = h.server.local_addr();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for round in 0..24 {
+        let (m, id) = session(addr);
+        let ty = [1u8, 2, 3, 4][round % 4];
+        let mut s = if ty == 1 {
+            m.try_clone().unwrap()
+        } else {
+            let (s, res) = link(addr, id, ty, MINI, "");
+            assert_eq!(res, 0);
+            s
+        };
+        s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        for _ in 0..200 {
+            let mtype = u16::try_from(rng.below(130)).unwrap();
+            let len = usize::try_from(rng.below(40)).unwrap();
+            let body: Vec<u8> = (0..len)
+                .map(|_| u8::try_from(rng.below(256)).unwrap())
+                .collect();
+            let mut msg = mtype.to_le_bytes().to_vec();
+            msg.extend_from_slice(&u32::try_from(len).unwrap().to_le_bytes());
+            msg.extend_from_slice(&body);
+            if s.write_all(&msg).is_err() {
+                break; // dropped for a malformed message: fine
+            }
+        }
+        drop(s);
+        drop(m);
+    }
+    // The device side and a well-behaved client are unaffected.
+    let px = h.display.update_area(0, Rect::new(0, 0, 8, 8)).unwrap();
+    assert_eq!(px.data.len(), 8 * 8 * 4);
+    let (mut m, _) = session(addr);
+    let (ty, _) = read_mini(&mut m);
+    assert_eq!(ty, 106);
+}
