@@ -44,11 +44,18 @@ for t in $targets; do
     corpus="fuzz/corpus/$t"
     mkdir -p "$corpus"
     seeds=()
-    [ -d "fuzz/seeds/$t" ] && seeds=("fuzz/seeds/$t")
+    extra=()
+    case "$t" in
+        ring_replay | replay_parse)
+            # The replay corpus written by vmm-glue's replay_corpus test.
+            [ -d target/qxl-replay-corpus ] && seeds=(target/qxl-replay-corpus)
+            extra=(-max_len=65536)
+            ;;
+    esac
     log="target/fuzz-smoke-$t.log"
     mkdir -p target
     if ! cargo +nightly fuzz run --fuzz-dir fuzz "$t" "$corpus" "${seeds[@]}" -- \
-        -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=4096 -print_final_stats=1 >"$log" 2>&1; then
+        -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=4096 -print_final_stats=1 "${extra[@]}" >"$log" 2>&1; then
         tail -n 60 "$log"
         echo "FAIL: fuzz target $t failed (crash input under fuzz/artifacts/$t)" >&2
         exit 1
