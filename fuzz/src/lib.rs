@@ -57,8 +57,11 @@ impl DecodeEnv {
             )
             .ok()?;
         let limits = Limits {
-            max_chunk_data: 8 << 20,
-            max_image_bytes: 8 << 20,
+            // The memory is 256 KiB: nothing larger can be backed by it, and
+            // smaller caps keep each iteration's allocations cheap.
+            max_chunk_data: 1 << 20,
+            max_image_bytes: 1 << 20,
+            max_command_bytes: 4 << 20,
             n_surfaces: 64,
             ..Limits::default()
         };
