@@ -2,10 +2,12 @@
 //!
 //! Modules:
 //! - [`scene`]: synthetic guests (the demo desktop, a PNG slideshow).
+//! - [`demo`]: the demo VMM (real device, synthetic guest, SPICE server).
 //! - [`cli`]: command-line options (QEMU `-spice` names).
 //! - [`error`]: the crate's error type.
 
 pub mod cli;
+pub mod demo;
 pub mod error;
 pub mod scene;
 
