@@ -16,6 +16,10 @@
 //!
 //! Every method is called from a network thread, in the order the client sent
 //! the messages; implementations must not block for long.
+//!
+//! The other direction, the guest's keyboard LEDs, goes through
+//! `SpiceServer::set_keyboard_modifiers`, which the server reports to the client
+//! in `INPUTS_INIT` and `KEY_MODIFIERS`.
 
 /// Mouse button mask bits (`SPICE_MOUSE_BUTTON_MASK_*`).
 pub mod buttons {
@@ -67,12 +71,6 @@ pub trait InputSink: Send {
 
     /// The client's lock-key state (see [`modifiers`]).
     fn modifiers(&mut self, modifiers: u16);
-
-    /// The guest's keyboard LEDs as the server should report them to clients
-    /// (see [`modifiers`]). The default reports none lit.
-    fn guest_modifiers(&self) -> u16 {
-        0
-    }
 }
 
 /// An [`InputSink`] that drops everything (for display-only servers).

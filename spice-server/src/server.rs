@@ -105,6 +105,10 @@ pub(crate) struct Shared {
     pub(crate) inputs: Mutex<Box<dyn InputSink>>,
     sessions: Mutex<Sessions>,
     pub(crate) mouse_mode: AtomicU16,
+    /// The guest's lock-key LEDs (`inputs::modifiers`).
+    pub(crate) keyboard_modifiers: AtomicU16,
+    /// The current inputs connection's writer, to push KEY_MODIFIERS.
+    pub(crate) inputs_writer: Mutex<Option<channel::inputs::SharedWriter>>,
     shutdown: AtomicBool,
     pending_links: AtomicUsize,
     start: Instant,
@@ -359,6 +363,8 @@ impl SpiceServer {
             inputs: Mutex::new(input_sink),
             sessions: Mutex::new(Sessions::default()),
             mouse_mode: AtomicU16::new(mouse),
+            keyboard_modifiers: AtomicU16::new(0),
+            inputs_writer: Mutex::new(None),
             shutdown: AtomicBool::new(false),
             pending_links: AtomicUsize::new(0),
             start: Instant::now(),
@@ -393,6 +399,16 @@ impl SpiceServer {
         self.shared
             .ticketing
             .set_password(password, expiry.map(|d| Instant::now() + d))
+    }
+
+    /// Reports the guest's keyboard lock LEDs (`inputs::modifiers` bits) to
+    /// the client: sent at once as `KEY_MODIFIERS` if an inputs channel is
+    /// open, and in `INPUTS_INIT` to later ones.
+    pub fn set_keyboard_modifiers(&self, modifiers: u16) {
+        self.shared
+            .keyboard_modifiers
+            .store(modifiers, Ordering::Release);
+        channel::inputs::push_modifiers(&self.shared, modifiers);
     }
 
     /// The current session id (0 = no client).

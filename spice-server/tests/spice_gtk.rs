@@ -93,6 +93,19 @@ fn probe_matches(config: ServerConfig) {
         .command(copy_rgb32(Rect::new(330, 380, 630, 470), 300, 90));
     h.display.sync().unwrap();
     converge(&mut p, &h);
+
+    // 100 more updates, one DRAW_COPY each (the next is sent only once the
+    // client showed the previous one): far beyond twice the ACK window (20),
+    // so the stream only keeps flowing if spice-gtk's ACKs are handled right.
+    for i in 0..100u32 {
+        let x = i32::try_from(i % 60).unwrap() * 10;
+        let y = 400 + i32::try_from(i / 60).unwrap() * 10;
+        h.display
+            .command(fill(Rect::new(x, y, x + 7, y + 7), 0x0000_0101 * i));
+        let want = format!("INVALIDATE {x} {y} 7 7");
+        p.wait_for(&want, T, |l| l == want);
+    }
+    converge(&mut p, &h);
 }
 
 #[test]
@@ -421,4 +434,48 @@ fn device_reset_and_a_new_primary_reach_the_client() {
     assert_eq!(prim, "PRIMARY 800 600 3200 32");
     h.display.sync().unwrap();
     converge(&mut p, &h);
+}
+
+#[test]
+fn client_mouse_mode_when_the_vmm_has_an_absolute_pointer() {
+    let mut h = start(ServerConfig {
+        absolute_pointer: true,
+        ..open_config()
+    });
+    scene(&mut h.display);
+    let mut p = Probe::start(h.port(), None, "display,inputs");
+    p.wait_seen("MOUSE_MODE 2", T);
+    p.wait_seen("OPENED inputs:0", T);
+    p.send("position 320 240 0 0");
+    p.wait_for("SENT", T, |l| l == "SENT");
+    assert_eq!(wait_inputs(&h, 1), vec![Ev::Abs(320, 240, 0, 0)]);
+    p.send("mouse_mode 1");
+    p.wait_for("MOUSE_MODE 1", T, |l| l == "MOUSE_MODE 1");
+    p.send("mouse_mode 2");
+    p.wait_for("MOUSE_MODE 2", T, |l| l == "MOUSE_MODE 2");
+}
+
+#[test]
+fn server_mouse_mode_only_without_an_absolute_pointer() {
+    let mut h = start(open_config());
+    scene(&mut h.display);
+    let mut p = Probe::start(h.port(), None, "display");
+    p.wait_seen("MOUSE_MODE 1", T);
+    p.send("mouse_mode 2");
+    p.wait_for("SENT", T, |l| l == "SENT");
+    p.wait_seen("MARK", T);
+    let tail = p.drain(Duration::from_millis(300));
+    assert!(!tail.iter().any(|l| l == "MOUSE_MODE 2"), "{tail:?}");
+}
+
+#[test]
+fn guest_keyboard_leds_reach_the_client() {
+    let mut h = start(open_config());
+    scene(&mut h.display);
+    h.server.set_keyboard_modifiers(2); // NUM_LOCK, reported in INPUTS_INIT
+    let mut p = Probe::start(h.port(), None, "display,inputs");
+    p.wait_seen("OPENED inputs:0", T);
+    p.wait_seen("KEY_MODIFIERS 2", T);
+    h.server.set_keyboard_modifiers(4 | 1); // CAPS_LOCK | SCROLL_LOCK
+    p.wait_for("KEY_MODIFIERS 5", T, |l| l == "KEY_MODIFIERS 5");
 }

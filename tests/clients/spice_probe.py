@@ -13,6 +13,7 @@ stdout (one event per line, flushed):
   MOUSE_MODE <n>
   CURSOR_SET <w> <h> <hot_x> <hot_y> <hex of the w*h*4 BGRA bytes, or - when absent or large>
   CURSOR_MOVE <x> <y> | CURSOR_HIDE | CURSOR_RESET
+  KEY_MODIFIERS <n>           the server reported the guest keyboard LEDs (inputs-modifiers)
   DUMPED <path>               the primary's raw bytes (B,G,R,X rows, stride*height) were written
   SENT                        an input command was sent
   DISCONNECTED
@@ -22,6 +23,7 @@ stdout (one event per line, flushed):
 stdin (one command per line):
   dump <path> | key_press <code> | key_release <code> | motion <dx> <dy> <buttons>
   position <x> <y> <display> <buttons> | button_press <b> <buttons> | button_release <b> <buttons>
+  mouse_mode <1 server | 2 client>
   quit
 """
 
@@ -60,6 +62,7 @@ class Probe:
         self.channels = {}
         self.primary = None  # (ptr, w, h, stride, fmt)
         self.inputs = None
+        self.main = None
         self.t0 = None
         self.first_invalidate = False
         GObject.Object.connect(self.session, "channel-new", self.on_channel_new)
@@ -75,6 +78,7 @@ class Probe:
         name = TYPE_NAMES.get(ch.get_property("channel-type"), "other")
         GObject.Object.connect(ch, "channel-event", self.on_event)
         if isinstance(ch, Spice.MainChannel):
+            self.main = ch
             GObject.Object.connect(ch, "main-mouse-update", self.on_mouse_update)
             return
         if name not in self.wanted:
@@ -92,6 +96,11 @@ class Probe:
             GObject.Object.connect(ch, "cursor-reset", lambda c: out("CURSOR_RESET"))
         if isinstance(ch, Spice.InputsChannel):
             self.inputs = ch
+            GObject.Object.connect(
+                ch,
+                "inputs-modifiers",
+                lambda c: out("KEY_MODIFIERS %d" % c.get_property("key-modifiers")),
+            )
         Spice.Channel.connect(ch)
 
     def on_event(self, ch, event):
@@ -147,6 +156,10 @@ class Probe:
             with open(parts[1], "wb") as f:
                 f.write(data)
             out("DUMPED " + parts[1])
+            return True
+        if cmd == "mouse_mode":
+            Spice.MainChannel.request_mouse_mode(self.main, a[0])
+            out("SENT")
             return True
         if self.inputs is None:
             out("ERROR no inputs channel")

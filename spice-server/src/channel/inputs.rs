@@ -13,7 +13,9 @@
 //!
 //! Everything is delivered, in order, to the VMM's [`InputSink`].
 
-use std::sync::Arc;
+use std::net::TcpStream;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::{Conn, handle_base, read_loop};
 use crate::Error;
@@ -65,26 +67,62 @@ pub fn split_scancodes(raw: &[u8]) -> Vec<(u32, bool)> {
 }
 
 fn with_sink(shared: &Shared, f: impl FnOnce(&mut dyn InputSink)) {
-    let mut s = shared
-        .inputs
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut s = shared.inputs.lock().unwrap_or_else(PoisonError::into_inner);
     f(&mut **s);
 }
 
 /// Runs an inputs channel connection until it closes.
 pub(crate) fn run(shared: &Arc<Shared>, conn: &Conn) -> Result<(), Error> {
-    let mut out = MessageWriter::new(conn.stream.try_clone()?, conn.header);
-    let mods = {
-        let s = shared
-            .inputs
+    let out: SharedWriter = Arc::new(Mutex::new(MessageWriter::new(
+        conn.stream.try_clone()?,
+        conn.header,
+    )));
+    {
+        // INIT and registration under the registry lock, so that a concurrent
+        // set_keyboard_modifiers is either in INIT or sent after it.
+        let mut reg = shared
+            .inputs_writer
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        s.guest_modifiers()
-    };
-    let mut w = Writer::new();
-    w.u16(mods);
-    out.send(msg_inputs::INIT, &w.finish())?;
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut w = Writer::new();
+        w.u16(shared.keyboard_modifiers.load(Ordering::Acquire));
+        lock(&out).send(msg_inputs::INIT, &w.finish())?;
+        *reg = Some(Arc::clone(&out));
+    }
+    let result = serve(shared, conn, &out);
+    let mut reg = shared
+        .inputs_writer
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if reg.as_ref().is_some_and(|w| Arc::ptr_eq(w, &out)) {
+        *reg = None;
+    }
+    result
+}
+
+/// An inputs connection's writer, shared with `SpiceServer::set_keyboard_modifiers`.
+pub type SharedWriter = Arc<Mutex<MessageWriter<TcpStream>>>;
+
+fn lock(w: &SharedWriter) -> MutexGuard<'_, MessageWriter<TcpStream>> {
+    w.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Sends KEY_MODIFIERS to the current inputs connection, if any.
+pub(crate) fn push_modifiers(shared: &Shared, modifiers: u16) {
+    let reg = shared
+        .inputs_writer
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some(w) = reg.as_ref() {
+        let mut b = Writer::new();
+        b.u16(modifiers);
+        if let Err(e) = lock(w).send(msg_inputs::KEY_MODIFIERS, &b.finish()) {
+            log::debug!("KEY_MODIFIERS not sent: {e}");
+        }
+    }
+}
+
+fn serve(shared: &Arc<Shared>, conn: &Conn, out: &SharedWriter) -> Result<(), Error> {
     let mut motions: u32 = 0;
     let end = read_loop(&conn.stream, conn.header, MAX_INPUTS_MSG, |msg| {
         if handle_base::<()>(&msg, None)? {
@@ -147,7 +185,7 @@ pub(crate) fn run(shared: &Arc<Shared>, conn: &Conn) -> Result<(), Error> {
         if motion {
             motions = motions.wrapping_add(1);
             if motions.is_multiple_of(MOTION_ACK_BUNCH) {
-                out.send(msg_inputs::MOUSE_MOTION_ACK, &[])?;
+                lock(out).send(msg_inputs::MOUSE_MOTION_ACK, &[])?;
             }
         }
         Ok(())
