@@ -18,16 +18,17 @@
 //! area (32-bit, top-down), then combined with the destination.
 //!
 //! Rendered so far: Fill (solid and pattern brushes), Copy (BITMAP of every
-//! format, SURFACE images; scaled copies use nearest-neighbour), CopyBits,
+//! format, QUIC images through `codecs::quic`, SURFACE images; scaled copies use nearest-neighbour), CopyBits,
 //! Blackness/Whiteness/Invers, all ROP descriptors, clip rects and masks. The
 //! other draw types are reported as unsupported (their bounding box is still
 //! damaged so clients see the canvas as it is). The structure (one function per
 //! draw type, one source decoder) is ready for the full set.
 
 use crate::Error;
+use crate::codecs::PixelFormat;
 use crate::command::{
-    Bitmap, BitmapFormat, Brush, Clip, CopyOp, DrawOp, Drawable, Image, ImageData, Mask, Point,
-    Rect, Ropd, SurfaceFormat,
+    BITMAP_TOP_DOWN, Bitmap, BitmapFormat, Brush, Clip, CopyOp, DrawOp, Drawable, Image, ImageData,
+    Mask, Point, Rect, Ropd, SurfaceFormat,
 };
 
 /// Largest surface width or height accepted.
@@ -616,7 +617,30 @@ pub fn decode_image(img: &Image, area: &Rect, sources: &dyn SurfaceSource) -> Op
     match &img.data {
         ImageData::Bitmap(b) => decode_bitmap(b, area, false),
         ImageData::Surface(id) => sources.read(*id, area),
-        ImageData::Quic(_) => None,
+        ImageData::Quic(data) => {
+            let d = crate::codecs::quic::decode(data).ok()?;
+            if d.width != img.width || d.height != img.height {
+                return None;
+            }
+            let format = match d.format {
+                PixelFormat::Rgb16 => BitmapFormat::Rgb16,
+                PixelFormat::Rgb24 => BitmapFormat::Rgb24,
+                PixelFormat::Rgb32 => BitmapFormat::Rgb32,
+                PixelFormat::Rgba => BitmapFormat::Rgba,
+                PixelFormat::A8 => BitmapFormat::A8,
+                _ => return None,
+            };
+            let b = Bitmap {
+                format,
+                flags: if d.top_down { BITMAP_TOP_DOWN } else { 0 },
+                width: d.width,
+                height: d.height,
+                stride: u32::try_from(d.stride).ok()?,
+                palette: None,
+                data: d.pixels,
+            };
+            decode_bitmap(&b, area, false)
+        }
     }
 }
 
@@ -717,7 +741,7 @@ pub fn decode_bitmap(b: &Bitmap, area: &Rect, raw_bits: bool) -> Option<Pixels> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{BITMAP_TOP_DOWN, Palette, ScaleMode};
+    use crate::command::{Palette, ScaleMode};
 
     struct NoSources;
     impl SurfaceSource for NoSources {
@@ -859,6 +883,43 @@ mod tests {
         draw(&mut s, &d, &NoSources);
         // Surface (0,0) shows source pixel (2,1).
         assert_eq!(px(&s, 0, 0), u32::from_le_bytes([24, 25, 26, 27]));
+        Ok(())
+    }
+
+    #[test]
+    fn quic_source_renders_like_the_bitmap() -> Result<(), Error> {
+        let (w, h) = (37u32, 23u32);
+        let data: Vec<u8> = (0..w * h * 4)
+            .map(|i| u8::try_from((i * 31 + i / 148 * 7) % 256).unwrap_or(0))
+            .collect();
+        let img = crate::codecs::ImageRef::new(&data, w, h, 148, PixelFormat::Rgb32, true)
+            .map_err(|_| Error::Malformed("image"))?;
+        let q = crate::codecs::quic::encode(&img).map_err(|_| Error::Malformed("quic"))?;
+        let mk = |data: ImageData| Image {
+            id: 0,
+            flags: 0,
+            width: w,
+            height: h,
+            data,
+        };
+        let bmp = ImageData::Bitmap(Bitmap {
+            format: BitmapFormat::Rgb32,
+            flags: BITMAP_TOP_DOWN,
+            width: w,
+            height: h,
+            stride: 148,
+            palette: None,
+            data: data.clone(),
+        });
+        let area = Rect::new(3, 2, 30, 20);
+        let a = decode_image(&mk(bmp), &area, &NoSources).ok_or(Error::Malformed("bmp"))?;
+        let b = decode_image(&mk(ImageData::Quic(q)), &area, &NoSources)
+            .ok_or(Error::Malformed("quic decode"))?;
+        // QUIC RGB32 carries no X byte: compare colour only.
+        let rgb = |p: &Pixels| p.data.iter().map(|v| v & 0x00ff_ffff).collect::<Vec<_>>();
+        assert_eq!(rgb(&a), rgb(&b));
+        let corrupt = decode_image(&mk(ImageData::Quic(vec![1, 2, 3, 4, 5])), &area, &NoSources);
+        assert!(corrupt.is_none());
         Ok(())
     }
 

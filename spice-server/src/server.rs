@@ -254,6 +254,7 @@ fn handle_connection(shared: &Arc<Shared>, mut stream: TcpStream) {
         .peer_addr()
         .map_or_else(|_| "?".to_owned(), |a| a.to_string());
     let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(shared.config.handshake_timeout));
     let pending = PendingGuard(&shared.pending_links);
     let linked = match link::handshake(
         &mut stream,
