@@ -15,6 +15,32 @@
 //!   replaces the first.
 //!
 //! This server offers main, display:0, cursor:0 and inputs:0.
+//!
+//! ```no_run
+//! use spice_server::command::{DisplaySink, SurfaceCreate, SurfaceFormat};
+//! use spice_server::{NoInput, ServerConfig, SpiceServer};
+//!
+//! let config = ServerConfig {
+//!     password: Some("secret".into()),
+//!     ..ServerConfig::default()
+//! };
+//! let (server, mut display) = SpiceServer::start(config, Box::new(NoInput))?;
+//! println!("connect with: spicy -h 127.0.0.1 -p {}", server.local_addr().port());
+//! // The QXL device drives `display` (a DisplaySink); here we draw by hand.
+//! display.create_primary(SurfaceCreate {
+//!     surface_id: 0,
+//!     format: SurfaceFormat::Xrgb32,
+//!     width: 640,
+//!     height: 480,
+//!     stride: -2560,
+//!     flags: 0,
+//!     position: 0,
+//!     initial: None,
+//! });
+//! let (_w, _h, _bgrx) = display.screenshot(0).expect("primary exists");
+//! server.shutdown();
+//! # Ok::<(), spice_server::Error>(())
+//! ```
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
