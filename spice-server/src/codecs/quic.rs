@@ -346,17 +346,13 @@ struct Model {
     best: [u8; 256],
     /// Per bucket, per code number: accumulated code lengths.
     counters: [[u32; 8]; 8],
-    /// Folded residuals of the current row, shifted by one: `corr[0]` is the
-    /// context of the first pixel (the previous row's first residual).
-    corr: Vec<u8>,
 }
 
 impl Model {
-    fn new(fam: &Family, width: usize) -> Self {
+    fn new(fam: &Family) -> Self {
         Self {
             best: [u8::try_from(fam.bpc - 1).unwrap_or(7); 256],
             counters: [[0; 8]; 8],
-            corr: vec![0; width + 1],
         }
     }
 
@@ -434,17 +430,21 @@ impl BitWriter {
         self.nbits &= 7;
     }
 
-    /// `n` one bits.
-    fn put_ones(&mut self, mut n: u64) {
-        self.reserve(usize::try_from(n / 8).unwrap_or(usize::MAX));
-        while n >= 16 {
-            self.put(0xffff, 16);
-            n -= 16;
-        }
-        if n > 0 {
-            let n = u32::try_from(n).unwrap_or(0);
-            self.put(low_mask(n), n);
-        }
+    /// Runs `f` with the writer's state in a [`Bits`].
+    #[inline(always)]
+    fn with_bits<R>(&mut self, f: impl FnOnce(&mut Bits<'_>) -> R) -> R {
+        let mut b = Bits {
+            buf: &mut self.buf,
+            pos: self.pos,
+            acc: self.acc,
+            nbits: self.nbits,
+        };
+        let r = f(&mut b);
+        let (pos, acc, nbits) = (b.pos, b.acc, b.nbits);
+        self.pos = pos;
+        self.acc = acc;
+        self.nbits = nbits;
+        r
     }
 
     /// The reference flush: zero bits to the word boundary, then a zero word.
@@ -462,6 +462,40 @@ impl BitWriter {
             word.reverse();
         }
         self.buf
+    }
+}
+
+/// A [`BitWriter`]'s state borrowed into locals for a hot loop (room for the
+/// row has been reserved).
+struct Bits<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+    acc: u64,
+    nbits: u32,
+}
+
+impl Bits<'_> {
+    /// Appends the low `len` bits of `code` (`len` ≤ 56).
+    #[inline(always)]
+    fn put(&mut self, code: u64, len: u32) {
+        self.acc |= (code << 1) << (63 - self.nbits - len);
+        self.nbits += len;
+        self.buf[self.pos..self.pos + 8].copy_from_slice(&self.acc.to_be_bytes());
+        self.pos += (self.nbits >> 3) as usize;
+        self.acc <<= self.nbits & !7;
+        self.nbits &= 7;
+    }
+
+    /// `n` one bits.
+    fn put_ones(&mut self, mut n: u64) {
+        while n >= 32 {
+            self.put(0xffff_ffff, 32);
+            n -= 32;
+        }
+        if n > 0 {
+            let n = u32::try_from(n).unwrap_or(0);
+            self.put(u64::from(low_mask(n)), n);
+        }
     }
 }
 
@@ -535,6 +569,10 @@ struct Coder<const N: usize> {
     mask8: u8,
     state: State,
     models: [Model; N],
+    /// Per channel, the folded residuals of the current row shifted by one:
+    /// `corr[c][0]` is the context of the first pixel (the previous row's first
+    /// residual); run pixels leave their entries as they were.
+    corr: [Vec<u8>; N],
 }
 
 impl<const N: usize> Coder<N> {
@@ -545,7 +583,8 @@ impl<const N: usize> Coder<N> {
             mask: low_mask(bpc),
             mask8: u8::try_from(low_mask(bpc)).unwrap_or(0xff),
             state: State::new(),
-            models: std::array::from_fn(|_| Model::new(fam, width)),
+            models: std::array::from_fn(|_| Model::new(fam)),
+            corr: std::array::from_fn(|_| vec![0; width + 1]),
         }
     }
 
@@ -553,9 +592,8 @@ impl<const N: usize> Coder<N> {
     #[inline]
     fn update_models(&mut self, i: usize) {
         let trigger = self.state.wm_trigger;
-        for m in &mut self.models {
-            let (ctx, val) = (m.corr[i], m.corr[i + 1]);
-            m.update(self.fam, ctx, val, trigger);
+        for (m, corr) in self.models.iter_mut().zip(&self.corr) {
+            m.update(self.fam, corr[i], corr[i + 1], trigger);
         }
     }
 
@@ -589,32 +627,19 @@ impl<const N: usize> Coder<N> {
 
     /// Sets the first pixel's context for a new row.
     fn start_row(&mut self, first_row: bool) {
-        for m in &mut self.models {
-            m.corr[0] = if first_row { 0 } else { m.corr[1] };
+        for corr in &mut self.corr {
+            corr[0] = if first_row { 0 } else { corr[1] };
         }
     }
 
     // ----- encoder -----
     //
     // The encoder works on packed pixels (`u32`, channel `c` in byte `c`) and on
-    // per-row flags `eq[i] = (row[i] == row[i - 1])` for the run test.
-
-    /// Codes the channels of `x` against the predictions in `pred`.
-    #[inline(always)]
-    fn put_pixel(&mut self, w: &mut BitWriter, i: usize, x: u32, pred: u32) {
-        let fam = self.fam;
-        let mask = self.mask8;
-        let (xb, pb) = (x.to_le_bytes(), pred.to_le_bytes());
-        for c in 0..N {
-            let m = &mut self.models[c];
-            let v = fam.fold[usize::from(xb[c].wrapping_sub(pb[c]) & mask)];
-            let ctx = m.corr[i];
-            m.corr[i + 1] = v;
-            let l = usize::from(m.best[usize::from(fam.bucket_of[usize::from(ctx)])] & 7);
-            let cl = fam.code[usize::from(v)][l];
-            w.put(cl >> 5, cl & 31);
-        }
-    }
+    // per-row flags `eq[i] = (row[i] == row[i - 1])` for the run test. A
+    // segment runs with the bit writer and the coding contexts in locals: the
+    // context of a pixel is the previous pixel's folded residual, kept in
+    // registers; the residual row is only written (and read back after runs,
+    // whose pixels leave it untouched, as in the reference).
 
     /// Per-byte `floor((a + b) / 2)` of packed pixels.
     #[inline(always)]
@@ -633,92 +658,163 @@ impl<const N: usize> Coder<N> {
         w.reserve(cur.len() * (4 * N + 1) + 64);
         let Ok(()) =
             self.for_segments::<std::convert::Infallible>(cur.len(), |s, start, end, waitmask| {
-                match prev {
-                    None => s.encode_seg0(w, cur, start, end, waitmask),
-                    Some((prev, prev_eq)) => {
-                        s.encode_seg(w, prev, prev_eq, cur, cur_eq, start, end, waitmask)
-                    }
-                }
+                w.with_bits(|bits| s.encode_seg(bits, prev, cur, cur_eq, start, end, waitmask));
                 Ok(())
             });
     }
 
-    fn first_pixel_schedule(&mut self, waitmask: usize) -> usize {
-        if self.state.waitcnt > 0 {
-            self.state.waitcnt -= 1;
-        } else {
-            self.state.waitcnt = self.state.tabrand() & waitmask;
-            self.update_models(0);
-        }
-        1 + self.state.waitcnt
-    }
-
-    fn encode_seg0(
-        &mut self,
-        w: &mut BitWriter,
-        cur: &[u32],
-        mut i: usize,
-        end: usize,
-        waitmask: usize,
+    /// Codes pixel `i` of value `x` with prediction `pred`; `ctx` holds the
+    /// contexts (previous residuals) and becomes this pixel's residuals, `last`
+    /// receives the contexts used.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn code_px(
+        fam: &Family,
+        mask8: u8,
+        corr: &mut [&mut [u8]; N],
+        ctx: &mut [u8; N],
+        last: &mut [u8; N],
+        models: &[Model; N],
+        i: usize,
+        x: u32,
+        pred: u32,
+        bits: &mut Bits<'_>,
     ) {
-        let mut stop;
-        if i == 0 {
-            self.put_pixel(w, 0, cur[0], 0);
-            stop = self.first_pixel_schedule(waitmask);
-            i = 1;
+        let (xb, pb) = (x.to_le_bytes(), pred.to_le_bytes());
+        let mut cls = [0u32; N];
+        let mut code = 0u64;
+        let mut len = 0u32;
+        for c in 0..N {
+            let v = fam.fold[usize::from(xb[c].wrapping_sub(pb[c]) & mask8)];
+            let l =
+                usize::from(models[c].best[usize::from(fam.bucket_of[usize::from(ctx[c])])] & 7);
+            corr[c][i + 1] = v;
+            last[c] = ctx[c];
+            ctx[c] = v;
+            let cl = fam.code[usize::from(v)][l];
+            cls[c] = cl;
+            code = (code << (cl & 31)) | u64::from(cl >> 5);
+            len += cl & 31;
+        }
+        if len <= 56 {
+            bits.put(code, len);
         } else {
-            stop = i + self.state.waitcnt;
-        }
-        while stop < end {
-            while i <= stop {
-                self.put_pixel(w, i, cur[i], cur[i - 1]);
-                i += 1;
+            for cl in cls {
+                bits.put(u64::from(cl >> 5), cl & 31);
             }
-            self.update_models(stop);
-            stop = i + (self.state.tabrand() & waitmask);
         }
-        while i < end {
-            self.put_pixel(w, i, cur[i], cur[i - 1]);
-            i += 1;
-        }
-        self.state.waitcnt = stop - end;
     }
 
-    fn encode_run(&mut self, w: &mut BitWriter, mut len: u64) {
-        let mut hits = 0u64;
-        while len >= self.state.melc_order {
-            hits += 1;
-            len -= self.state.melc_order;
-            self.state.melc_up();
+    /// Model update with the contexts and residuals of the last coded pixel.
+    #[inline(always)]
+    fn update_ctx(
+        fam: &Family,
+        models: &mut [Model; N],
+        state: &State,
+        last: &[u8; N],
+        ctx: &[u8; N],
+    ) {
+        for c in 0..N {
+            models[c].update(fam, last[c], ctx[c], state.wm_trigger);
         }
-        w.put_ones(hits);
-        w.put(u32::try_from(len).unwrap_or(0), self.state.melc_len + 1);
-        self.state.melc_down();
     }
 
+    /// Encodes pixels `i..end` of a row (`prev`: the row above and its flags,
+    /// `None` for the first row).
     #[allow(clippy::too_many_arguments)]
     fn encode_seg(
         &mut self,
-        w: &mut BitWriter,
-        prev: &[u32],
-        prev_eq: &[u8],
+        bits: &mut Bits<'_>,
+        prev: Option<(&[u32], &[u8])>,
         cur: &[u32],
         cur_eq: &[u8],
         mut i: usize,
         end: usize,
         waitmask: usize,
     ) {
-        let (prev, prev_eq, cur, cur_eq) =
-            (&prev[..end], &prev_eq[..end], &cur[..end], &cur_eq[..end]);
-        let mut run_index = 0usize;
+        let fam = self.fam;
+        let mask8 = self.mask8;
+        let Self {
+            state,
+            models,
+            corr,
+            ..
+        } = self;
+        let cur = &cur[..end];
+        let cur_eq = &cur_eq[..end];
+        let mut corr: [&mut [u8]; N] = corr.each_mut().map(|v| &mut v[..=end]);
+        // Context of pixel i, and the context used for the last coded pixel.
+        let mut ctx: [u8; N] = std::array::from_fn(|c| corr[c][i]);
+        let mut last_ctx = ctx;
+
         let mut stop;
         if i == 0 {
-            self.put_pixel(w, 0, cur[0], prev[0]);
-            stop = self.first_pixel_schedule(waitmask);
+            let pred = prev.map_or(0, |(p, _)| p[0]);
+            Self::code_px(
+                fam,
+                mask8,
+                &mut corr,
+                &mut ctx,
+                &mut last_ctx,
+                models,
+                0,
+                cur[0],
+                pred,
+                bits,
+            );
+            if state.waitcnt > 0 {
+                state.waitcnt -= 1;
+            } else {
+                state.waitcnt = state.tabrand() & waitmask;
+                Self::update_ctx(fam, models, state, &last_ctx, &ctx);
+            }
+            stop = 1 + state.waitcnt;
             i = 1;
         } else {
-            stop = i + self.state.waitcnt;
+            stop = i + state.waitcnt;
         }
+
+        let Some((prev, prev_eq)) = prev else {
+            // First row: left prediction, no runs.
+            while stop < end {
+                while i <= stop {
+                    Self::code_px(
+                        fam,
+                        mask8,
+                        &mut corr,
+                        &mut ctx,
+                        &mut last_ctx,
+                        models,
+                        i,
+                        cur[i],
+                        cur[i - 1],
+                        bits,
+                    );
+                    i += 1;
+                }
+                Self::update_ctx(fam, models, state, &last_ctx, &ctx);
+                stop = i + (state.tabrand() & waitmask);
+            }
+            while i < end {
+                Self::code_px(
+                    fam,
+                    mask8,
+                    &mut corr,
+                    &mut ctx,
+                    &mut last_ctx,
+                    models,
+                    i,
+                    cur[i],
+                    cur[i - 1],
+                    bits,
+                );
+                i += 1;
+            }
+            state.waitcnt = stop - end;
+            return;
+        };
+        let (prev, prev_eq) = (&prev[..end], &prev_eq[..end]);
+        let mut run_index = 0usize;
         loop {
             // The run test: the two pixels above are equal and so are the two on
             // the left (`i > 2`, and not right after a run).
@@ -730,38 +826,85 @@ impl<const N: usize> Coder<N> {
                             run = true;
                             break 'coding;
                         }
-                        self.put_pixel(w, i, cur[i], Self::avg(cur[i - 1], prev[i]));
+                        let pred = Self::avg(cur[i - 1], prev[i]);
+                        Self::code_px(
+                            fam,
+                            mask8,
+                            &mut corr,
+                            &mut ctx,
+                            &mut last_ctx,
+                            models,
+                            i,
+                            cur[i],
+                            pred,
+                            bits,
+                        );
                         i += 1;
                     }
-                    self.update_models(stop);
-                    stop = i + (self.state.tabrand() & waitmask);
+                    Self::update_ctx(fam, models, state, &last_ctx, &ctx);
+                    stop = i + (state.tabrand() & waitmask);
                 }
                 while i < end {
                     if prev_eq[i] & cur_eq[i - 1] != 0 && run_index != i && i > 2 {
                         run = true;
                         break 'coding;
                     }
-                    self.put_pixel(w, i, cur[i], Self::avg(cur[i - 1], prev[i]));
+                    let pred = Self::avg(cur[i - 1], prev[i]);
+                    Self::code_px(
+                        fam,
+                        mask8,
+                        &mut corr,
+                        &mut ctx,
+                        &mut last_ctx,
+                        models,
+                        i,
+                        cur[i],
+                        pred,
+                        bits,
+                    );
                     i += 1;
                 }
             }
             if !run {
-                self.state.waitcnt = stop - end;
+                state.waitcnt = stop - end;
                 return;
             }
             run_index = i;
-            self.state.waitcnt = stop - i;
-            let len = cur_eq[i..].iter().take_while(|e| **e != 0).count();
+            state.waitcnt = stop - i;
+            let len = run_length(&cur_eq[i..]);
             i += len;
-            self.encode_run(w, len as u64);
+            // MELCODE the run length.
+            let mut rest = len as u64;
+            let mut hits = 0u64;
+            while rest >= state.melc_order {
+                hits += 1;
+                rest -= state.melc_order;
+                state.melc_up();
+            }
+            bits.put_ones(hits);
+            bits.put(rest, state.melc_len + 1);
+            state.melc_down();
             if i == end {
                 return;
             }
-            stop = i + self.state.waitcnt;
+            // The run's pixels left their residuals untouched.
+            ctx = std::array::from_fn(|c| corr[c][i]);
+            stop = i + state.waitcnt;
         }
     }
 
     // ----- decoder -----
+
+    /// Schedule after the first pixel of a row: model update unless waiting.
+    fn first_pixel_schedule(&mut self, waitmask: usize) -> usize {
+        if self.state.waitcnt > 0 {
+            self.state.waitcnt -= 1;
+        } else {
+            self.state.waitcnt = self.state.tabrand() & waitmask;
+            self.update_models(0);
+        }
+        1 + self.state.waitcnt
+    }
 
     /// Prediction `(left + above) / 2` per channel.
     #[inline(always)]
@@ -784,7 +927,7 @@ impl<const N: usize> Coder<N> {
         let mut out = [0u8; N];
         for c in 0..N {
             let m = &mut self.models[c];
-            let l = m.code_for(fam, m.corr[i]);
+            let l = m.code_for(fam, self.corr[c][i]);
             let bits = r.word;
             let l32 = u32::try_from(l).unwrap_or(0);
             let (v, len) = if bits > fam.not_gr_prefix_mask[l] {
@@ -803,7 +946,7 @@ impl<const N: usize> Coder<N> {
             }
             r.eat(len)?;
             let v = u8::try_from(v).unwrap_or(0);
-            m.corr[i + 1] = v;
+            self.corr[c][i + 1] = v;
             let x = u32::from(fam.unfold[usize::from(v)]) + u32::from(pred[c]);
             out[c] = u8::try_from(x & self.mask).unwrap_or(0);
         }
@@ -955,28 +1098,67 @@ impl<const N: usize> Coder<N> {
 }
 
 /// One row as packed pixels in coding order (channel `c` in byte `c`: R, G, B;
-/// or the alpha or gray byte alone), and the flags `eq[i] = (row[i] == row[i - 1])`.
+/// or the alpha or gray byte alone), and the flags
+/// `eq[i] = (row[i] == row[i - 1])`.
 fn split_row(ty: QuicImageType, alpha: bool, row: &[u8], out: &mut Vec<u32>, eq: &mut Vec<u8>) {
-    out.clear();
+    let bpp = match ty {
+        QuicImageType::Gray => 1,
+        QuicImageType::Rgb16 => 2,
+        QuicImageType::Rgb24 => 3,
+        QuicImageType::Rgb32 | QuicImageType::Rgba => 4,
+    };
+    let n = row.len() / bpp;
+    out.resize(n, 0);
     match (ty, alpha) {
-        (QuicImageType::Rgba, true) => out.extend(row.chunks_exact(4).map(|c| u32::from(c[3]))),
-        (QuicImageType::Gray, _) => out.extend(row.iter().map(|&b| u32::from(b))),
-        (QuicImageType::Rgb16, _) => out.extend(row.chunks_exact(2).map(|c| {
-            let p = u32::from(u16::from_le_bytes([c[0], c[1]]));
-            ((p >> 10) & 31) | (((p >> 5) & 31) << 8) | ((p & 31) << 16)
-        })),
-        (QuicImageType::Rgb24, _) => out.extend(
-            row.chunks_exact(3)
-                .map(|c| u32::from(c[2]) | (u32::from(c[1]) << 8) | (u32::from(c[0]) << 16)),
-        ),
-        (QuicImageType::Rgb32 | QuicImageType::Rgba, _) => out.extend(
-            row.chunks_exact(4)
-                .map(|c| u32::from(c[2]) | (u32::from(c[1]) << 8) | (u32::from(c[0]) << 16)),
-        ),
+        (QuicImageType::Rgba, true) => {
+            for (o, c) in out.iter_mut().zip(row.chunks_exact(4)) {
+                *o = u32::from(c[3]);
+            }
+        }
+        (QuicImageType::Gray, _) => {
+            for (o, &b) in out.iter_mut().zip(row) {
+                *o = u32::from(b);
+            }
+        }
+        (QuicImageType::Rgb16, _) => {
+            for (o, c) in out.iter_mut().zip(row.chunks_exact(2)) {
+                let p = u32::from(u16::from_le_bytes([c[0], c[1]]));
+                *o = ((p >> 10) & 31) | (((p >> 5) & 31) << 8) | ((p & 31) << 16);
+            }
+        }
+        (QuicImageType::Rgb24, _) => {
+            for (o, c) in out.iter_mut().zip(row.chunks_exact(3)) {
+                *o = u32::from_le_bytes([c[0], c[1], c[2], 0]).swap_bytes() >> 8;
+            }
+        }
+        (QuicImageType::Rgb32 | QuicImageType::Rgba, _) => {
+            for (o, c) in out.iter_mut().zip(row.chunks_exact(4)) {
+                *o = u32::from_le_bytes([c[0], c[1], c[2], c[3]]).swap_bytes() >> 8;
+            }
+        }
     }
-    eq.clear();
-    eq.push(0);
-    eq.extend(out.windows(2).map(|w| u8::from(w[0] == w[1])));
+    eq.resize(n, 0);
+    if let Some(first) = eq.first_mut() {
+        *first = 0;
+    }
+    for (e, w) in eq.iter_mut().skip(1).zip(out.windows(2)) {
+        *e = u8::from(w[0] == w[1]);
+    }
+}
+
+/// Number of leading non-zero flags (flags are 0 or 1), eight at a time.
+fn run_length(eq: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let mut chunks = eq.chunks_exact(8);
+    let mut n = 0;
+    for c in &mut chunks {
+        let v = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        if v != ONES {
+            return n + (!v & ONES).trailing_zeros() as usize / 8;
+        }
+        n += 8;
+    }
+    n + chunks.remainder().iter().take_while(|e| **e != 0).count()
 }
 
 /// Row buffers of one coder: previous and current packed rows and their flags.
