@@ -314,7 +314,7 @@ fn compress<P: LzPixel>(px: &[P], width: usize, out: &mut Vec<u8>) {
     let mut table = vec![0u32; 1 << HASH_BITS];
     let mut lit_start = 0usize;
     let mut i = 1usize;
-    // Consecutive positions without a match: past 64, positions are skipped
+    // Consecutive positions without a match: past 16, positions are skipped
     // (and sent as literals) with a growing step, as LZ4 does, which makes
     // photographic areas cheap at a small cost in ratio.
     let mut misses = 0usize;
@@ -360,7 +360,7 @@ fn compress<P: LzPixel>(px: &[P], width: usize, out: &mut Vec<u8>) {
             misses = 0;
         } else {
             misses += 1;
-            i += 1 + (misses >> 6).min(7);
+            i += 1 + (misses >> 4).min(7);
         }
     }
     put_literals(out, &px[lit_start..]);
@@ -534,20 +534,17 @@ fn encode_as(img: &ImageRef<'_>, ty: LzImageType) -> Result<Vec<u8>, CodecError>
     put_header(&mut out, ty, img, header_stride)?;
     match ty {
         LzImageType::Rgb32 | LzImageType::Rgba | LzImageType::Rgb24 => {
-            let mut px = Vec::with_capacity(n);
-            for r in 0..rows {
+            let mut px = vec![0u32; n];
+            for (r, dst) in px.chunks_exact_mut(width).enumerate() {
+                let row = img.row(r);
                 if ty == LzImageType::Rgb24 {
-                    px.extend(
-                        img.row(r)
-                            .chunks_exact(3)
-                            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], 0])),
-                    );
+                    for (d, c) in dst.iter_mut().zip(row.as_chunks::<3>().0) {
+                        *d = u32::from_le_bytes([c[0], c[1], c[2], 0]);
+                    }
                 } else {
-                    px.extend(
-                        img.row(r)
-                            .chunks_exact(4)
-                            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) & 0x00ff_ffff),
-                    );
+                    for (d, c) in dst.iter_mut().zip(row.as_chunks::<4>().0) {
+                        *d = u32::from_le_bytes(*c) & 0x00ff_ffff;
+                    }
                 }
             }
             compress(&px, width, &mut out);
@@ -561,13 +558,11 @@ fn encode_as(img: &ImageRef<'_>, ty: LzImageType) -> Result<Vec<u8>, CodecError>
             compress(&alpha, width, &mut out);
         }
         LzImageType::Rgb16 => {
-            let mut px = Vec::with_capacity(n);
-            for r in 0..rows {
-                px.extend(
-                    img.row(r)
-                        .chunks_exact(2)
-                        .map(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7fff),
-                );
+            let mut px = vec![0u16; n];
+            for (r, dst) in px.chunks_exact_mut(width).enumerate() {
+                for (d, c) in dst.iter_mut().zip(img.row(r).as_chunks::<2>().0) {
+                    *d = u16::from_le_bytes(*c) & 0x7fff;
+                }
             }
             compress(&px, width, &mut out);
         }
@@ -589,9 +584,12 @@ fn encode_as(img: &ImageRef<'_>, ty: LzImageType) -> Result<Vec<u8>, CodecError>
 
 /// The alpha bytes (byte 3) of an RGBA image, rows in stored order.
 fn alpha_plane(img: &ImageRef<'_>) -> Vec<u8> {
-    let mut a = Vec::with_capacity(img.cols() * img.rows());
-    for r in 0..img.rows() {
-        a.extend(img.row(r).chunks_exact(4).map(|c| c[3]));
+    let width = img.cols();
+    let mut a = vec![0u8; width * img.rows()];
+    for (r, dst) in a.chunks_exact_mut(width).enumerate() {
+        for (d, c) in dst.iter_mut().zip(img.row(r).as_chunks::<4>().0) {
+            *d = c[3];
+        }
     }
     a
 }

@@ -1111,7 +1111,7 @@ fn split_row(ty: QuicImageType, alpha: bool, row: &[u8], out: &mut Vec<u32>, eq:
     out.resize(n, 0);
     match (ty, alpha) {
         (QuicImageType::Rgba, true) => {
-            for (o, c) in out.iter_mut().zip(row.chunks_exact(4)) {
+            for (o, c) in out.iter_mut().zip(row.as_chunks::<4>().0) {
                 *o = u32::from(c[3]);
             }
         }
@@ -1121,19 +1121,19 @@ fn split_row(ty: QuicImageType, alpha: bool, row: &[u8], out: &mut Vec<u32>, eq:
             }
         }
         (QuicImageType::Rgb16, _) => {
-            for (o, c) in out.iter_mut().zip(row.chunks_exact(2)) {
-                let p = u32::from(u16::from_le_bytes([c[0], c[1]]));
+            for (o, c) in out.iter_mut().zip(row.as_chunks::<2>().0) {
+                let p = u32::from(u16::from_le_bytes(*c));
                 *o = ((p >> 10) & 31) | (((p >> 5) & 31) << 8) | ((p & 31) << 16);
             }
         }
         (QuicImageType::Rgb24, _) => {
-            for (o, c) in out.iter_mut().zip(row.chunks_exact(3)) {
+            for (o, c) in out.iter_mut().zip(row.as_chunks::<3>().0) {
                 *o = u32::from_le_bytes([c[0], c[1], c[2], 0]).swap_bytes() >> 8;
             }
         }
         (QuicImageType::Rgb32 | QuicImageType::Rgba, _) => {
-            for (o, c) in out.iter_mut().zip(row.chunks_exact(4)) {
-                *o = u32::from_le_bytes([c[0], c[1], c[2], c[3]]).swap_bytes() >> 8;
+            for (o, c) in out.iter_mut().zip(row.as_chunks::<4>().0) {
+                *o = u32::from_le_bytes(*c).swap_bytes() >> 8;
             }
         }
     }
