@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Debian packages the real-client integration tests need (spice-server/tests/spice_gtk.rs):
 # spice-gtk's spicy-screenshot, its GObject-introspection API for the Python probe under
-# tests/clients/, and Xvfb for GTK tools that insist on a display. Idempotent: packages
+# tests/clients/, and Xvfb for GTK tools that insist on a display; spice-html5 + websockify +
+# chromium for the browser-console test (vmm-glue/tests/spice_html5.rs, whose CDP probe in
+# tests/clients/html5/ needs only Python's standard library). Idempotent: packages
 # already present are skipped without touching the network.
 set -euo pipefail
 
-pkgs=(spice-client-gtk gir1.2-spiceclientglib-2.0 python3-gi xvfb)
+pkgs=(spice-client-gtk gir1.2-spiceclientglib-2.0 python3-gi xvfb spice-html5 websockify chromium)
 missing=()
 for p in "${pkgs[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
