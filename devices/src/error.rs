@@ -155,6 +155,15 @@ pub enum Error {
         /// The outstanding one.
         pending: u64,
     },
+    /// A `SPICE_REPLAY` recording (spice-server's QXL command recorder, see
+    /// [`crate::qxl::spice_record`]) is malformed, truncated, or exceeds a limit.
+    #[error("SPICE_REPLAY recording malformed at byte {offset}: {fault:?}")]
+    Record {
+        /// Offset in the (decompressed) stream where the offending item starts.
+        offset: u64,
+        /// What is wrong.
+        fault: RecordFault,
+    },
     /// A replay file is malformed.
     #[error("replay file malformed at offset {offset}: {fault:?}")]
     Replay {
@@ -180,6 +189,40 @@ pub enum ReplayFault {
     BadLength(u32),
     /// The config record is missing, repeated or not first.
     Misplaced,
+}
+
+/// What is wrong with a `SPICE_REPLAY` recording (see [`crate::qxl::spice_record`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordFault {
+    /// The stream does not start with the line `SPICE_REPLAY 1`.
+    BadMagic,
+    /// The stream ends inside an event (or inside the header line).
+    Truncated,
+    /// A text line (or blob header) is longer than the reader accepts.
+    LineTooLong,
+    /// A line is not the one the format requires here (named by its key).
+    Expected(&'static str),
+    /// A field is not a decimal integer.
+    BadNumber(&'static str),
+    /// A field's value is outside the range of its C type or of the protocol.
+    OutOfRange(&'static str),
+    /// A type code (event, command, draw, image, brush, clip, ...) the format does not define.
+    UnknownType(&'static str),
+    /// A blob is larger than the reader's cap.
+    BlobTooLarge,
+    /// The blobs of one event add up to more than the reader's cap.
+    EventTooLarge,
+    /// A zlib-compressed blob (`binary 1 ...`): not produced by release builds, not supported.
+    CompressedBlob,
+    /// A `data_chunks` list has more chunks than the reader's cap.
+    TooManyChunks,
+    /// Sizes that must agree do not (chunk total vs. declared total, bitmap
+    /// `y * stride` vs. its data, clip rects vs. `num_rects`, glyph string, ...).
+    SizeMismatch(&'static str),
+    /// An image pointer the operation requires is null (`image 0`).
+    NullImage,
+    /// Reading the underlying stream failed.
+    Io(std::io::ErrorKind),
 }
 
 /// The crate's result type.

@@ -45,6 +45,7 @@ pub mod release;
 pub mod replay;
 pub mod ring;
 pub mod rom;
+pub mod spice_record;
 
 #[cfg(any(test, feature = "test-utils"))]
 pub mod mock;
