@@ -17,11 +17,12 @@ use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use super::client_msg::{self, ClientMsg};
 use super::{Conn, handle_base, read_loop};
 use crate::Error;
 use crate::inputs::{InputSink, buttons};
 use crate::server::Shared;
-use crate::wire::{MessageWriter, Reader, Writer, msg_inputs};
+use crate::wire::{MessageWriter, Writer, channel_type, msg_inputs};
 
 /// Largest client message on the inputs channel.
 const MAX_INPUTS_MSG: u32 = 256;
@@ -128,19 +129,12 @@ fn serve(shared: &Arc<Shared>, conn: &Conn, out: &SharedWriter) -> Result<(), Er
         if handle_base::<()>(&msg, None)? {
             return Ok(());
         }
-        let mut r = Reader::new(&msg.body);
         let mut motion = false;
-        match msg.ty {
-            msg_inputs::C_KEY_DOWN => {
-                let code = r.u32()?;
-                with_sink(shared, |s| s.key_down(code));
-            }
-            msg_inputs::C_KEY_UP => {
-                let code = r.u32()?;
-                with_sink(shared, |s| s.key_up(code));
-            }
-            msg_inputs::C_KEY_SCANCODE => {
-                let events = split_scancodes(r.rest());
+        match client_msg::decode(channel_type::INPUTS, msg.ty, &msg.body)? {
+            ClientMsg::KeyDown(code) => with_sink(shared, |s| s.key_down(code)),
+            ClientMsg::KeyUp(code) => with_sink(shared, |s| s.key_up(code)),
+            ClientMsg::KeyScancode(raw) => {
+                let events = split_scancodes(&raw);
                 with_sink(shared, |s| {
                     for (code, release) in events {
                         if release {
@@ -151,36 +145,27 @@ fn serve(shared: &Arc<Shared>, conn: &Conn, out: &SharedWriter) -> Result<(), Er
                     }
                 });
             }
-            msg_inputs::C_KEY_MODIFIERS => {
-                let m = r.u16()?;
-                with_sink(shared, |s| s.modifiers(m));
-            }
-            msg_inputs::C_MOUSE_MOTION => {
-                let dx = r.i32()?;
-                let dy = r.i32()?;
-                let b = r.u16()?;
-                with_sink(shared, |s| s.pointer_relative(dx, dy, b));
+            ClientMsg::KeyModifiers(m) => with_sink(shared, |s| s.modifiers(m)),
+            ClientMsg::MouseMotion { dx, dy, buttons } => {
+                with_sink(shared, |s| s.pointer_relative(dx, dy, buttons));
                 motion = true;
             }
-            msg_inputs::C_MOUSE_POSITION => {
-                let x = r.u32()?;
-                let y = r.u32()?;
-                let b = r.u16()?;
-                let display = r.u8()?;
-                with_sink(shared, |s| s.pointer_absolute(x, y, b, display));
+            ClientMsg::MousePosition {
+                x,
+                y,
+                buttons,
+                display,
+            } => {
+                with_sink(shared, |s| s.pointer_absolute(x, y, buttons, display));
                 motion = true;
             }
-            msg_inputs::C_MOUSE_PRESS => {
-                let button = r.u8()?;
-                let state = r.u16()?;
-                with_sink(shared, |s| s.buttons(state | button_bit(button)));
+            ClientMsg::MousePress { button, buttons } => {
+                with_sink(shared, |s| s.buttons(buttons | button_bit(button)));
             }
-            msg_inputs::C_MOUSE_RELEASE => {
-                let button = r.u8()?;
-                let state = r.u16()?;
-                with_sink(shared, |s| s.buttons(state & !button_bit(button)));
+            ClientMsg::MouseRelease { button, buttons } => {
+                with_sink(shared, |s| s.buttons(buttons & !button_bit(button)));
             }
-            other => log::debug!("inputs: ignoring message {other}"),
+            other => log::debug!("inputs: ignoring message {other:?}"),
         }
         if motion {
             motions = motions.wrapping_add(1);

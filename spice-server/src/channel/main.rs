@@ -19,10 +19,11 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use super::client_msg::{self, ClientMsg};
 use super::{Conn, handle_base, read_loop};
 use crate::Error;
 use crate::server::Shared;
-use crate::wire::{MessageWriter, Reader, Writer, channel_type, msg_base, msg_main};
+use crate::wire::{MessageWriter, Writer, channel_type, msg_base, msg_main};
 
 /// Largest client message on the main channel (agent data is ≤ 2048 bytes).
 const MAX_MAIN_MSG: u32 = 8192;
@@ -73,9 +74,8 @@ pub(crate) fn run(shared: &Arc<Shared>, conn: &Conn) -> Result<(), Error> {
         if handle_base::<()>(&msg, None)? {
             return Ok(());
         }
-        let mut r = Reader::new(&msg.body);
-        match msg.ty {
-            msg_main::C_ATTACH_CHANNELS => {
+        match client_msg::decode(channel_type::MAIN, msg.ty, &msg.body)? {
+            ClientMsg::AttachChannels => {
                 let mut w = Writer::new();
                 w.u32(u32::try_from(CHANNELS.len()).unwrap_or(0));
                 for (t, i) in CHANNELS {
@@ -88,8 +88,7 @@ pub(crate) fn run(shared: &Arc<Shared>, conn: &Conn) -> Result<(), Error> {
                 p.u32(1).u64(shared.uptime_ns());
                 out.send(msg_base::PING, &p.finish())
             }
-            msg_main::C_MOUSE_MODE_REQUEST => {
-                let mode = r.u16()?;
+            ClientMsg::MouseModeRequest(mode) => {
                 let supported = shared.supported_mouse_modes();
                 if mode.count_ones() == 1 && supported & mode != 0 {
                     shared.mouse_mode.store(mode, Ordering::Release);
@@ -101,15 +100,10 @@ pub(crate) fn run(shared: &Arc<Shared>, conn: &Conn) -> Result<(), Error> {
                     .u16(shared.mouse_mode.load(Ordering::Acquire));
                 out.send(msg_main::MOUSE_MODE, &w.finish())
             }
-            msg_main::C_CLIENT_INFO => {
-                let _cache_size = r.u64()?;
+            ClientMsg::ClientInfo { .. } | ClientMsg::AgentStart(_) | ClientMsg::AgentToken(_) => {
                 Ok(())
             }
-            msg_main::C_AGENT_START | msg_main::C_AGENT_TOKEN => {
-                let _tokens = r.u32()?;
-                Ok(())
-            }
-            msg_main::C_AGENT_DATA => {
+            ClientMsg::AgentData(_) => {
                 agent_msgs = agent_msgs.saturating_add(1);
                 if agent_msgs == 1 {
                     log::info!("agent data from the client dropped: no agent attached");
@@ -117,7 +111,7 @@ pub(crate) fn run(shared: &Arc<Shared>, conn: &Conn) -> Result<(), Error> {
                 Ok(())
             }
             other => {
-                log::debug!("main: ignoring message {other}");
+                log::debug!("main: ignoring message {other:?}");
                 Ok(())
             }
         }

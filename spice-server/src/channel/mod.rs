@@ -15,6 +15,7 @@
 //! breaks the protocol, ends the connection (both threads) with a log line;
 //! nothing a client sends can reach the display worker's state or the device.
 
+pub mod client_msg;
 pub mod cursor;
 pub mod display;
 pub mod inputs;
@@ -25,7 +26,8 @@ use std::net::{Shutdown, TcpStream};
 
 use crate::Error;
 use crate::link::LinkRequest;
-use crate::wire::{HeaderKind, Message, Reader, msg_base, read_message};
+use crate::wire::{HeaderKind, Message, read_message};
+use client_msg::ClientMsg;
 use outbox::Outbox;
 
 /// A linked channel connection handed to a channel implementation.
@@ -81,30 +83,22 @@ pub fn handle_base<I>(msg: &Message, ack: Option<&Outbox<I>>) -> Result<bool, Er
     if msg.ty > 100 {
         return Ok(false);
     }
-    let mut r = Reader::new(&msg.body);
-    match msg.ty {
-        msg_base::C_ACK_SYNC => {
-            let generation = r.u32()?;
+    // Every channel type decodes the base messages the same way.
+    match client_msg::decode(client_msg::channel_type::MAIN, msg.ty, &msg.body)? {
+        ClientMsg::AckSync(generation) => {
             if let Some(o) = ack {
                 o.ack_sync(generation);
             }
         }
-        msg_base::C_ACK => {
+        ClientMsg::Ack => {
             if let Some(o) = ack {
                 o.ack();
             }
         }
-        msg_base::C_PONG => {
-            let _id = r.u32()?;
-            let _ts = r.u64()?;
-        }
-        msg_base::C_DISCONNECTING => return Err(Error::Closed),
-        msg_base::C_MIGRATE_FLUSH_MARK | msg_base::C_MIGRATE_DATA => {
-            log::debug!("ignoring migration message {}", msg.ty);
-        }
-        other => {
-            log::debug!("ignoring unknown base message {other}");
-        }
+        ClientMsg::Pong { .. } => {}
+        ClientMsg::Disconnecting => return Err(Error::Closed),
+        ClientMsg::Migration(ty) => log::debug!("ignoring migration message {ty}"),
+        other => log::debug!("ignoring unknown base message {other:?}"),
     }
     Ok(true)
 }
