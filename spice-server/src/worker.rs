@@ -7,15 +7,35 @@
 //! call becomes a message on a bounded `crossbeam-channel` to the worker
 //! thread (`update_area` and [`DisplayHandle::screenshot`] are request/reply).
 //! The worker renders every drawable at once, so the canvas is always up to
-//! date, and collects the *damage* of the primary surface. Whenever its inbox
-//! runs empty it hands the damage to each display client's [`Outbox`]; the
-//! client's writer thread reads the damaged pixels from the surface when it
-//! gets to send them, so a slow client never makes a queue grow: new damage is
-//! merged into what is pending. The worker never touches a socket.
+//! date, and hands each display client's [`Outbox`] either the drawable
+//! itself (sent as its native SPICE draw message, see
+//! [`crate::channel::display::draw_marshal`]) or, when that is not possible,
+//! the *damage* it caused (sent as images read from the canvas). The worker
+//! never touches a socket.
 //!
-//! Clients only ever see the primary surface (id 0, always as 32-bit xRGB):
-//! off-screen surfaces are rendered here and reach clients through the draws
-//! that copy them to the primary.
+//! # Collapse rule (per client)
+//!
+//! A draw goes out natively only when the client can render it (its caps, its
+//! surfaces), its queue holds fewer than [`DISPLAY_OUTBOX_CAP`] items and
+//! [`MAX_QUEUED_DRAW_BYTES`] bytes of drawables, **and no pixel item (damage,
+//! a surface's full content, a resync) is pending for it**. Otherwise the draw
+//! becomes damage: its rectangles are merged into the pending damage of its
+//! target surface. So while a client has pending damage, every later draw for
+//! it becomes damage too, and a native draw can never overtake (or be applied
+//! on top of) pixels it depends on. A queue that would still grow past
+//! [`DISPLAY_OUTBOX_HARD_CAP`] (surface churn) is replaced by one `Resync`:
+//! the client's surfaces are recreated from the canvas.
+//!
+//! Pixel items are read by the client's writer thread when it gets to send
+//! them, while it holds the read locks of the surfaces involved *and* the
+//! outbox lock; the worker renders a draw and queues it under the target's
+//! write lock. Hence every draw is either already in the pixels read, or
+//! queued natively after them — never both.
+//!
+//! Late joiners get a `Resync`: every surface they can have, whole, as images.
+//! Off-screen surfaces are created on clients (SURFACE_CREATE) except A1, and
+//! A8 unless the client has `SPICE_DISPLAY_CAP_A8_SURFACE`; those stay
+//! server-side and draws reading them reach the client as damage.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -25,10 +45,11 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use crate::Error;
 use crate::canvas::{self, DrawOutcome, Pixels, Surface, SurfaceSource};
-use crate::channel::outbox::Outbox;
+use crate::channel::display::draw_marshal::{self, NativeCaps};
+use crate::channel::outbox::{Outbox, OutboxState};
 use crate::command::{
     AreaPixels, Brush, Command, Cursor, CursorCmd, DisplaySink, DrawOp, Drawable, ImageData,
-    MonitorsConfig, Point16, Rect, SurfaceCmd, SurfaceCreate,
+    MonitorsConfig, Point16, Rect, SurfaceCmd, SurfaceCreate, SurfaceFormat,
 };
 
 /// A surface shared between the worker (writer) and client connections (readers).
@@ -42,21 +63,103 @@ pub const MAX_TOTAL_SURFACE_BYTES: usize = 1 << 30;
 const INBOX: usize = 1024;
 /// Most rectangles one pending damage item keeps before collapsing to its bounding box.
 pub const MAX_DAMAGE_RECTS: usize = 32;
-/// Items a display client's outbox holds before it is collapsed to a full refresh.
+/// Items a display client's outbox holds before draws for it become damage.
 pub const DISPLAY_OUTBOX_CAP: usize = 64;
+/// Items a display client's outbox holds before it is replaced by a resync.
+pub const DISPLAY_OUTBOX_HARD_CAP: usize = 2 * DISPLAY_OUTBOX_CAP;
+/// Bytes of drawables a display client's outbox holds before draws become damage.
+pub const MAX_QUEUED_DRAW_BYTES: usize = 64 << 20;
 /// Items a cursor client's outbox holds before it is collapsed to the current state.
 pub const CURSOR_OUTBOX_CAP: usize = 64;
 
 /// What a display client's writer has to do next.
 #[derive(Debug)]
 pub enum DisplayItem {
-    /// Make this the client's primary surface (create it and send it whole), or
-    /// destroy the client's primary when `None`.
-    Primary(Option<SurfaceCell>),
-    /// Send these areas of this surface (skipped unless it is the client's primary).
-    Damage(SurfaceCell, Vec<Rect>),
+    /// Create this surface on the client (`PRIMARY` when the id is 0); when the
+    /// flag is set, also send its whole content (and MARK after a primary).
+    Create(u32, SurfaceCell, bool),
+    /// Destroy this surface on the client.
+    Destroy(u32),
+    /// Send this drawable as its native draw message (approximate size in bytes).
+    Draw(Arc<Drawable>, usize),
+    /// Send these areas of this surface as images read from the canvas.
+    Damage(u32, SurfaceCell, Vec<Rect>),
+    /// Make the client's surfaces exactly these (primary first), each sent whole.
+    Resync(Vec<(u32, SurfaceCell)>),
     /// The device was reset: send DISPLAY_RESET.
     Reset,
+}
+
+impl DisplayItem {
+    /// The surfaces whose pixels the writer reads to send this item (empty
+    /// for items that need no pixels).
+    pub fn pixel_sources(&self) -> Vec<(u32, SurfaceCell)> {
+        match self {
+            Self::Create(id, c, true) | Self::Damage(id, c, _) => vec![(*id, Arc::clone(c))],
+            Self::Resync(list) => list.clone(),
+            Self::Create(_, _, false) | Self::Destroy(_) | Self::Draw(..) | Self::Reset => {
+                Vec::new()
+            }
+        }
+    }
+
+    fn needs_pixels(&self) -> bool {
+        matches!(
+            self,
+            Self::Create(_, _, true) | Self::Damage(..) | Self::Resync(_)
+        )
+    }
+
+    fn draw_bytes(&self) -> usize {
+        match self {
+            Self::Draw(_, n) => *n,
+            _ => 0,
+        }
+    }
+}
+
+/// Whether a client gets surfaces of this format (the others stay server-side).
+pub const fn client_has_format(caps: &NativeCaps, f: SurfaceFormat) -> bool {
+    match f {
+        SurfaceFormat::A1 => false,
+        SurfaceFormat::A8 => caps.a8_surface && caps.full_canvas,
+        SurfaceFormat::Rgb555
+        | SurfaceFormat::Rgb565
+        | SurfaceFormat::Xrgb32
+        | SurfaceFormat::Argb32 => true,
+    }
+}
+
+/// Counters of the display messages sent to clients, by message type.
+#[derive(Debug)]
+pub struct DisplayStats {
+    counts: Vec<std::sync::atomic::AtomicU64>,
+}
+
+impl Default for DisplayStats {
+    fn default() -> Self {
+        Self {
+            counts: (0..512)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
+        }
+    }
+}
+
+impl DisplayStats {
+    /// Counts one message of type `ty`.
+    pub fn count(&self, ty: u16) {
+        if let Some(c) = self.counts.get(usize::from(ty)) {
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Messages of type `ty` sent so far (all display clients together).
+    pub fn sent(&self, ty: u16) -> u64 {
+        self.counts
+            .get(usize::from(ty))
+            .map_or(0, |c| c.load(std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 /// The cursor as the guest last set it.
@@ -103,7 +206,7 @@ enum WorkerMsg {
     MonitorsConfig(MonitorsConfig),
     Reset,
     Screenshot(u32, Sender<Option<Screenshot>>),
-    AddDisplayClient(Arc<Outbox<DisplayItem>>),
+    AddDisplayClient(Arc<Outbox<DisplayItem>>, NativeCaps),
     AddCursorClient(Arc<Outbox<CursorItem>>),
     Sync(Sender<()>),
 }
@@ -116,6 +219,7 @@ enum WorkerMsg {
 #[derive(Clone, Debug)]
 pub struct DisplayHandle {
     tx: Sender<WorkerMsg>,
+    stats: Arc<DisplayStats>,
 }
 
 impl std::fmt::Debug for WorkerMsg {
@@ -148,8 +252,19 @@ impl DisplayHandle {
         rx.recv().map_err(|_| Error::WorkerGone)
     }
 
-    pub(crate) fn add_display_client(&self, o: Arc<Outbox<DisplayItem>>) {
-        self.post(WorkerMsg::AddDisplayClient(o));
+    /// Display messages of type `ty` sent to clients so far (all display
+    /// connections together); e.g. `302` counts native DRAW_FILLs.
+    pub fn messages_sent(&self, ty: u16) -> u64 {
+        self.stats.sent(ty)
+    }
+
+    /// The counters display connections update.
+    pub(crate) fn stats(&self) -> &Arc<DisplayStats> {
+        &self.stats
+    }
+
+    pub(crate) fn add_display_client(&self, o: Arc<Outbox<DisplayItem>>, caps: NativeCaps) {
+        self.post(WorkerMsg::AddDisplayClient(o, caps));
     }
 
     pub(crate) fn add_cursor_client(&self, o: Arc<Outbox<CursorItem>>) {
@@ -197,7 +312,13 @@ pub fn spawn() -> Result<(DisplayHandle, JoinHandle<()>), Error> {
     let join = std::thread::Builder::new()
         .name("spice-display-worker".into())
         .spawn(move || Worker::default().run(&rx))?;
-    Ok((DisplayHandle { tx }, join))
+    Ok((
+        DisplayHandle {
+            tx,
+            stats: Arc::new(DisplayStats::default()),
+        },
+        join,
+    ))
 }
 
 fn read_lock(c: &SurfaceCell) -> std::sync::RwLockReadGuard<'_, Surface> {
@@ -253,14 +374,87 @@ fn surface_reads(op: &DrawOp) -> Vec<(u32, Rect)> {
     v
 }
 
+/// A display client as the worker sees it.
+struct DisplayClient {
+    outbox: Arc<Outbox<DisplayItem>>,
+    caps: NativeCaps,
+}
+
 #[derive(Default)]
 struct Worker {
     surfaces: HashMap<u32, SurfaceCell>,
-    primary_damage: Vec<Rect>,
-    display_clients: Vec<Arc<Outbox<DisplayItem>>>,
+    formats: HashMap<u32, SurfaceFormat>,
+    display_clients: Vec<DisplayClient>,
     cursor_clients: Vec<Arc<Outbox<CursorItem>>>,
     cursor: CursorState,
     unsupported_logged: u32,
+}
+
+/// The surfaces a client with `caps` has, primary first.
+fn client_surfaces(
+    surfaces: &HashMap<u32, SurfaceCell>,
+    formats: &HashMap<u32, SurfaceFormat>,
+    caps: &NativeCaps,
+) -> Vec<(u32, SurfaceCell)> {
+    let mut v: Vec<(u32, SurfaceCell)> = surfaces
+        .iter()
+        .filter(|(id, _)| formats.get(id).is_some_and(|f| client_has_format(caps, *f)))
+        .map(|(id, c)| (*id, Arc::clone(c)))
+        .collect();
+    v.sort_by_key(|(id, _)| *id);
+    v
+}
+
+/// Replaces a client's whole backlog by one resync of its surfaces.
+fn collapse_to_resync(s: &mut OutboxState<DisplayItem>, all: Vec<(u32, SurfaceCell)>) {
+    s.items.clear();
+    s.items.push_back(DisplayItem::Resync(all));
+}
+
+/// Queues a non-draw item, collapsing a backlog that grew past the hard cap.
+fn push_item(
+    s: &mut OutboxState<DisplayItem>,
+    item: DisplayItem,
+    all: impl FnOnce() -> Vec<(u32, SurfaceCell)>,
+) {
+    if s.closed {
+        return;
+    }
+    if s.items.len() >= DISPLAY_OUTBOX_HARD_CAP {
+        collapse_to_resync(s, all());
+    } else {
+        s.items.push_back(item);
+    }
+}
+
+/// Adds damage of surface `id` to a client's queue: merged into the pending
+/// damage of that surface, or nothing when a full refresh of it is pending.
+fn add_damage(
+    s: &mut OutboxState<DisplayItem>,
+    id: u32,
+    cell: &SurfaceCell,
+    rects: &[Rect],
+    all: impl FnOnce() -> Vec<(u32, SurfaceCell)>,
+) {
+    if s.closed || rects.iter().all(Rect::is_empty) {
+        return;
+    }
+    for item in &mut s.items {
+        match item {
+            DisplayItem::Damage(_, c, pending) if Arc::ptr_eq(c, cell) => {
+                merge_rects(pending, rects);
+                return;
+            }
+            DisplayItem::Create(_, c, true) if Arc::ptr_eq(c, cell) => return,
+            DisplayItem::Resync(list) if list.iter().any(|(_, c)| Arc::ptr_eq(c, cell)) => {
+                return;
+            }
+            _ => {}
+        }
+    }
+    let mut v = Vec::new();
+    merge_rects(&mut v, rects);
+    push_item(s, DisplayItem::Damage(id, Arc::clone(cell), v), all);
 }
 
 impl Worker {
@@ -268,31 +462,21 @@ impl Worker {
         loop {
             let msg = match rx.try_recv() {
                 Ok(m) => m,
-                Err(TryRecvError::Empty) => {
-                    self.flush_damage();
-                    match rx.recv() {
-                        Ok(m) => m,
-                        Err(_) => break,
-                    }
-                }
+                Err(TryRecvError::Empty) => match rx.recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
+                },
                 Err(TryRecvError::Disconnected) => break,
             };
             self.handle(msg);
-            if self.primary_damage.len() > MAX_DAMAGE_RECTS * 4 {
-                self.flush_damage();
-            }
         }
         for c in &self.display_clients {
-            c.close();
+            c.outbox.close();
         }
         for c in &self.cursor_clients {
             c.close();
         }
         log::debug!("display worker exits");
-    }
-
-    fn primary(&self) -> Option<SurfaceCell> {
-        self.surfaces.get(&0).cloned()
     }
 
     fn handle(&mut self, msg: WorkerMsg) {
@@ -311,12 +495,7 @@ impl Worker {
             WorkerMsg::Flush => {
                 // Commands are rendered as they arrive: nothing is pending.
             }
-            WorkerMsg::DestroyAll => {
-                let ids: Vec<u32> = self.surfaces.keys().copied().collect();
-                for id in ids {
-                    self.destroy_surface(id);
-                }
-            }
+            WorkerMsg::DestroyAll => self.destroy_all(),
             WorkerMsg::UpdateArea(id, area, reply) => {
                 let px = self.surfaces.get(&id).and_then(|c| {
                     read_lock(c)
@@ -332,13 +511,12 @@ impl Worker {
                 );
             }
             WorkerMsg::Reset => {
-                let ids: Vec<u32> = self.surfaces.keys().copied().collect();
-                for id in ids {
-                    self.destroy_surface(id);
-                }
-                self.display_clients.retain(|c| !c.is_closed());
+                self.destroy_all();
+                self.display_clients.retain(|c| !c.outbox.is_closed());
                 for c in &self.display_clients {
-                    c.with(|s| s.items.push_back(DisplayItem::Reset));
+                    c.outbox.with(|s| {
+                        push_item(s, DisplayItem::Reset, Vec::new);
+                    });
                 }
                 self.cursor = CursorState::default();
                 // spice-gtk accepts SET only between INIT and RESET: re-init at once.
@@ -352,12 +530,11 @@ impl Worker {
                 });
                 let _ = reply.send(shot);
             }
-            WorkerMsg::AddDisplayClient(o) => {
-                self.flush_damage();
-                let p = self.primary();
-                o.with(|s| s.items.push_back(DisplayItem::Primary(p)));
-                self.display_clients.retain(|c| !c.is_closed());
-                self.display_clients.push(o);
+            WorkerMsg::AddDisplayClient(o, caps) => {
+                let all = client_surfaces(&self.surfaces, &self.formats, &caps);
+                o.with(|s| s.items.push_back(DisplayItem::Resync(all)));
+                self.display_clients.retain(|c| !c.outbox.is_closed());
+                self.display_clients.push(DisplayClient { outbox: o, caps });
             }
             WorkerMsg::AddCursorClient(o) => {
                 let st = self.cursor.clone();
@@ -366,9 +543,17 @@ impl Worker {
                 self.cursor_clients.push(o);
             }
             WorkerMsg::Sync(reply) => {
-                self.flush_damage();
                 let _ = reply.send(());
             }
+        }
+    }
+
+    fn destroy_all(&mut self) {
+        let mut ids: Vec<u32> = self.surfaces.keys().copied().collect();
+        // Off-screen surfaces first, the primary last.
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        for id in ids {
+            self.destroy_surface(id);
         }
     }
 
@@ -416,48 +601,45 @@ impl Worker {
         }
         let cell = Arc::new(RwLock::new(surf));
         self.surfaces.insert(s.surface_id, Arc::clone(&cell));
-        if s.surface_id == 0 {
-            self.primary_damage.clear();
-            self.display_push_primary(Some(&cell));
-        }
-    }
-
-    fn destroy_surface(&mut self, id: u32) {
-        if self.surfaces.remove(&id).is_some() && id == 0 {
-            self.primary_damage.clear();
-            self.display_push_primary(None);
-        }
-    }
-
-    fn display_push_primary(&mut self, p: Option<&SurfaceCell>) {
-        self.display_clients.retain(|c| !c.is_closed());
+        self.formats.insert(s.surface_id, s.format);
+        // Clients always get the primary whole (spicy-screenshot shoots at the
+        // first invalidate); an off-screen surface only when it has content.
+        let content = s.surface_id == 0 || s.initial.is_some();
+        self.display_clients.retain(|c| !c.outbox.is_closed());
         for c in &self.display_clients {
-            c.with(|s| {
-                if s.items.len() >= DISPLAY_OUTBOX_CAP {
-                    s.items.clear();
-                }
-                s.items.push_back(DisplayItem::Primary(p.cloned()));
+            if !client_has_format(&c.caps, s.format) {
+                continue;
+            }
+            let all = || client_surfaces(&self.surfaces, &self.formats, &c.caps);
+            c.outbox.with(|st| {
+                push_item(
+                    st,
+                    DisplayItem::Create(s.surface_id, Arc::clone(&cell), content),
+                    all,
+                );
             });
         }
     }
 
-    fn flush_damage(&mut self) {
-        if self.primary_damage.is_empty() {
+    fn destroy_surface(&mut self, id: u32) {
+        if self.surfaces.remove(&id).is_none() {
             return;
         }
-        let rects = std::mem::take(&mut self.primary_damage);
-        let Some(primary) = self.primary() else {
-            return;
-        };
-        self.display_clients.retain(|c| !c.is_closed());
+        let format = self.formats.remove(&id);
+        self.display_clients.retain(|c| !c.outbox.is_closed());
         for c in &self.display_clients {
-            push_damage(c, &primary, &rects);
+            if !format.is_some_and(|f| client_has_format(&c.caps, f)) {
+                continue;
+            }
+            let all = || client_surfaces(&self.surfaces, &self.formats, &c.caps);
+            c.outbox
+                .with(|st| push_item(st, DisplayItem::Destroy(id), all));
         }
     }
 
     fn command(&mut self, c: Command) {
         match c {
-            Command::Draw(d) => self.draw(&d),
+            Command::Draw(d) => self.draw(d),
             Command::Surface(SurfaceCmd::Create(s)) => {
                 if s.surface_id == 0 {
                     log::warn!("QXL_CMD_SURFACE may not create surface 0");
@@ -477,7 +659,7 @@ impl Worker {
         }
     }
 
-    fn draw(&mut self, d: &Drawable) {
+    fn draw(&mut self, d: Drawable) {
         let Some(target) = self.surfaces.get(&d.surface_id).cloned() else {
             log::debug!("draw to unknown surface {}", d.surface_id);
             return;
@@ -499,7 +681,11 @@ impl Worker {
                 pre.push((id, area, px));
             }
         }
-        let outcome = canvas::draw(&mut write_lock(&target), d, &Prefetched(pre));
+        let d = Arc::new(d);
+        // The target stays write-locked until the draw is queued for every
+        // client (see the module docs: pixel reads and native draws never overlap).
+        let mut guard = write_lock(&target);
+        let outcome = canvas::draw(&mut guard, &d, &Prefetched(pre));
         let rects = match outcome {
             DrawOutcome::Drawn(r) => r,
             DrawOutcome::Unsupported(what, r) => {
@@ -510,9 +696,52 @@ impl Worker {
                 r
             }
         };
-        if d.surface_id == 0 && !self.display_clients.is_empty() {
-            self.primary_damage.extend(rects);
+        self.display_clients.retain(|c| !c.outbox.is_closed());
+        if !self.display_clients.is_empty() {
+            let size = draw_marshal::approx_size(&d);
+            for c in &self.display_clients {
+                self.queue_draw(c, &d, size, &target, &rects);
+            }
         }
+        drop(guard);
+    }
+
+    /// Queues a rendered draw for one client: natively, or as damage.
+    fn queue_draw(
+        &self,
+        c: &DisplayClient,
+        d: &Arc<Drawable>,
+        size: usize,
+        target: &SurfaceCell,
+        rects: &[Rect],
+    ) {
+        let has_surface = |id: u32| {
+            self.formats
+                .get(&id)
+                .is_some_and(|f| client_has_format(&c.caps, *f))
+        };
+        if !has_surface(d.surface_id) {
+            // The client does not have the target; draws reading it become damage.
+            return;
+        }
+        let all = || client_surfaces(&self.surfaces, &self.formats, &c.caps);
+        c.outbox.with(|s| {
+            if s.closed {
+                return;
+            }
+            let pending = s.items.iter().any(DisplayItem::needs_pixels);
+            let bytes: usize = s.items.iter().map(DisplayItem::draw_bytes).sum();
+            let native = !pending
+                && s.items.len() < DISPLAY_OUTBOX_CAP
+                && bytes.saturating_add(size) <= MAX_QUEUED_DRAW_BYTES
+                && draw_marshal::draw_msg_type(&d.op).is_some()
+                && draw_marshal::check_native(d, &c.caps, &has_surface).is_ok();
+            if native {
+                s.items.push_back(DisplayItem::Draw(Arc::clone(d), size));
+            } else {
+                add_damage(s, d.surface_id, target, rects, all);
+            }
+        });
     }
 
     fn cursor_push(&mut self, item: impl Fn() -> CursorItem) {
@@ -565,32 +794,6 @@ impl Worker {
             }
         }
     }
-}
-
-/// Merges damage into a display client's outbox without growing it unboundedly.
-fn push_damage(o: &Outbox<DisplayItem>, surface: &SurfaceCell, rects: &[Rect]) {
-    o.with(|s| {
-        if let Some(DisplayItem::Damage(cell, pending)) = s.items.back_mut()
-            && Arc::ptr_eq(cell, surface)
-        {
-            merge_rects(pending, rects);
-            return;
-        }
-        if s.items.len() >= o.cap() {
-            // Far behind: forget the backlog and refresh the whole primary.
-            s.items.clear();
-            s.items
-                .push_back(DisplayItem::Primary(Some(Arc::clone(surface))));
-            let full = read_lock(surface).bounds();
-            s.items
-                .push_back(DisplayItem::Damage(Arc::clone(surface), vec![full]));
-            return;
-        }
-        let mut v = Vec::new();
-        merge_rects(&mut v, rects);
-        s.items
-            .push_back(DisplayItem::Damage(Arc::clone(surface), v));
-    });
 }
 
 /// Adds `new` to `pending`, dropping contained rectangles and collapsing to
@@ -669,7 +872,12 @@ mod tests {
         let (mut h, _j) = spawn()?;
         h.create_primary(primary(64, 64));
         let o = Arc::new(Outbox::new(DISPLAY_OUTBOX_CAP));
-        h.add_display_client(Arc::clone(&o));
+        let caps = NativeCaps {
+            full_canvas: true,
+            composite: true,
+            ..NativeCaps::default()
+        };
+        h.add_display_client(Arc::clone(&o), caps);
         for i in 0..10_000 {
             let x = i % 60;
             h.command(fill(Rect::new(x, x, x + 2, x + 2), 0xff));
@@ -678,8 +886,15 @@ mod tests {
             }
         }
         h.sync()?;
-        let n = o.with(|s| s.items.len());
-        assert!(n <= DISPLAY_OUTBOX_CAP, "{n}");
+        // At most the native cap, plus the one damage item every later draw merged into.
+        let (n, last_is_pixels) = o.with(|s| {
+            (
+                s.items.len(),
+                s.items.back().is_some_and(DisplayItem::needs_pixels),
+            )
+        });
+        assert!(n <= DISPLAY_OUTBOX_CAP + 1, "{n}");
+        assert!(last_is_pixels);
         Ok(())
     }
 

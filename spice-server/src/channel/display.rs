@@ -1,15 +1,24 @@
-//! The display channel: surfaces and image updates.
+//! The display channel: surfaces, native draw messages and image updates.
 //!
 //! # Primer
 //!
 //! On connect the server sends `SET_ACK` and waits for the client's
-//! `DISPLAY_INIT` (its cache sizes). Then, if a primary surface exists:
-//! `SURFACE_CREATE` (id 0, 32-bit xRGB, flag PRIMARY), the whole surface as
-//! one `DRAW_COPY`, and `MARK` (the client starts showing the primary).
-//! Afterwards every damaged area of the primary is sent as a `DRAW_COPY` of
-//! an image: an uncompressed top-down 32-bit `BITMAP`, or `LZ4` for clients
-//! with `SPICE_DISPLAY_CAP_LZ4_COMPRESSION` (unless configured off or the
-//! client asked for `PREFERRED_COMPRESSION` OFF).
+//! `DISPLAY_INIT` (its cache sizes). The client then gets a *resync*: for
+//! every surface it can have, `SURFACE_CREATE` (the primary, id 0, with flag
+//! PRIMARY, first) and the whole surface as `DRAW_COPY`s of images, with
+//! `MARK` after the primary (the client starts showing it).
+//!
+//! Afterwards the display worker (see [`crate::worker`]) queues, per client,
+//! either native draw messages (marshalled here, [`draw_marshal`]) or damage:
+//! areas of a surface sent as a `DRAW_COPY` of an image read from the canvas —
+//! an uncompressed top-down `BITMAP` (32-bit, or RGBA for surfaces with
+//! alpha), or `LZ4` for clients with `SPICE_DISPLAY_CAP_LZ4_COMPRESSION`
+//! (unless configured off or the client asked for `PREFERRED_COMPRESSION`
+//! OFF). Which draws go out natively depends on the client's caps:
+//! `SPICE_DISPLAY_CAP_COMPOSITE` marks a client with spice-common's full
+//! canvas (spice-gtk), which gets every draw type; other clients
+//! (spice-html5) get native solid fills, plain copies and `COPY_BITS`, and
+//! images for the rest.
 //!
 //! `DRAW_COPY` body: DisplayBase {surface_id u32, box Rect, clip type u8 = NONE},
 //! src_bitmap ptr u32, src_area Rect, rop_descriptor u16 (OP_PUT),
@@ -18,22 +27,32 @@
 //! BITMAP {format u8, flags u8, x u32, y u32, stride u32, palette ptr u32, pixels}
 //! or LZ4 {data_size u32, data}.
 
-use std::sync::Arc;
+#[path = "draw_marshal.rs"]
+pub mod draw_marshal;
+
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLockReadGuard};
 
 use super::outbox::Outbox;
 use super::{Conn, handle_base, log_end, read_loop};
 use crate::Error;
+use crate::canvas::Surface;
 use crate::codecs::{ImageRef, PixelFormat, lz4};
-use crate::command::{Rect, Ropd};
+use crate::command::{Rect, Ropd, SurfaceFormat};
 use crate::server::{ImageCompression, Shared};
 use crate::wire::{MessageWriter, Reader, Writer, display_cap, msg_base, msg_display};
-use crate::worker::{DISPLAY_OUTBOX_CAP, DisplayItem, SurfaceCell};
+use crate::worker::{DISPLAY_OUTBOX_CAP, DisplayItem, DisplayStats, SurfaceCell};
+use draw_marshal::NativeCaps;
 
 /// Largest client message on the display channel.
 const MAX_DISPLAY_MSG: u32 = 4096;
 /// `SPICE_SURFACE_FMT_32_xRGB`.
 const SURFACE_FMT_32_XRGB: u32 = 32;
+/// `SPICE_SURFACE_FMT_32_ARGB`.
+const SURFACE_FMT_32_ARGB: u32 = 96;
+/// `SPICE_SURFACE_FMT_8_A`.
+const SURFACE_FMT_8_A: u32 = 8;
 /// `SPICE_SURFACE_FLAGS_PRIMARY`.
 const SURFACE_FLAGS_PRIMARY: u32 = 1;
 /// `SPICE_IMAGE_TYPE_BITMAP`.
@@ -42,20 +61,51 @@ const IMAGE_TYPE_BITMAP: u8 = 0;
 const IMAGE_TYPE_LZ4: u8 = 109;
 /// `SPICE_BITMAP_FMT_32BIT`.
 const BITMAP_FMT_32BIT: u8 = 8;
+/// `SPICE_BITMAP_FMT_RGBA`.
+const BITMAP_FMT_RGBA: u8 = 9;
 /// `SPICE_BITMAP_FLAGS_TOP_DOWN`.
 const BITMAP_FLAGS_TOP_DOWN: u8 = 4;
 /// `SPICE_IMAGE_COMPRESSION_OFF`.
 const PREF_COMPRESSION_OFF: u8 = 1;
 /// `SPICE_IMAGE_COMPRESSION_LZ4`.
 const PREF_COMPRESSION_LZ4: u8 = 7;
+/// `SPICE_DISPLAY_CAP_COMPOSITE`.
+const CAP_COMPOSITE: u32 = 2;
+/// `SPICE_DISPLAY_CAP_A8_SURFACE`.
+const CAP_A8_SURFACE: u32 = 3;
 /// Images smaller than this are sent uncompressed.
 const MIN_COMPRESS_BYTES: usize = 256;
 
+/// The `SpiceSurfaceFmt` a surface of this guest format has on clients
+/// (the canvas keeps 16-bit surfaces as 32-bit xRGB, and so do clients).
+pub const fn client_surface_format(f: SurfaceFormat) -> u32 {
+    match f {
+        SurfaceFormat::Argb32 => SURFACE_FMT_32_ARGB,
+        SurfaceFormat::A8 | SurfaceFormat::A1 => SURFACE_FMT_8_A,
+        SurfaceFormat::Xrgb32 | SurfaceFormat::Rgb555 | SurfaceFormat::Rgb565 => {
+            SURFACE_FMT_32_XRGB
+        }
+    }
+}
+
+/// True when images for this surface must carry alpha (RGBA, not 32BIT).
+const fn has_alpha(f: SurfaceFormat) -> bool {
+    matches!(
+        f,
+        SurfaceFormat::Argb32 | SurfaceFormat::A8 | SurfaceFormat::A1
+    )
+}
+
 /// Encodes top-down 32-bit rows as SPICE LZ4 image data with the codecs
 /// module's encoder (compression.md §6); `None` if it fails.
-pub fn lz4_image_data(width: u32, height: u32, pixels: &[u8]) -> Option<Vec<u8>> {
+pub fn lz4_image_data(width: u32, height: u32, pixels: &[u8], rgba: bool) -> Option<Vec<u8>> {
     let stride = usize::try_from(width).ok()?.checked_mul(4)?;
-    let img = ImageRef::new(pixels, width, height, stride, PixelFormat::Rgb32, true).ok()?;
+    let fmt = if rgba {
+        PixelFormat::Rgba
+    } else {
+        PixelFormat::Rgb32
+    };
+    let img = ImageRef::new(pixels, width, height, stride, fmt, true).ok()?;
     match lz4::encode(&img) {
         Ok(d) => Some(d),
         Err(e) => {
@@ -65,11 +115,18 @@ pub fn lz4_image_data(width: u32, height: u32, pixels: &[u8]) -> Option<Vec<u8>>
     }
 }
 
-/// Builds a DRAW_COPY of `area` of surface 0 from its BGRX top-down pixels.
-pub fn draw_copy_body(area: &Rect, pixels: &[u8], lz4: bool) -> Result<Vec<u8>, Error> {
+/// Builds a DRAW_COPY of `area` of `surface_id` from its BGRX (or BGRA when
+/// `rgba`) top-down pixels.
+pub fn draw_copy_body(
+    surface_id: u32,
+    area: &Rect,
+    pixels: &[u8],
+    lz4: bool,
+    rgba: bool,
+) -> Result<Vec<u8>, Error> {
     let (w, h) = (area.width(), area.height());
     let mut b = Writer::with_capacity(pixels.len() + 128);
-    b.u32(0).rect(area).u8(0); // DisplayBase, CLIP_TYPE_NONE
+    b.u32(surface_id).rect(area).u8(0); // DisplayBase, CLIP_TYPE_NONE
     let src = b.ptr();
     b.rect(&Rect::new(
         0,
@@ -81,7 +138,7 @@ pub fn draw_copy_body(area: &Rect, pixels: &[u8], lz4: bool) -> Result<Vec<u8>, 
     b.u8(0).i32(0).i32(0).u32(0); // QMask: no mask
     b.fill_ptr(src)?;
     let compressed = if lz4 && pixels.len() >= MIN_COMPRESS_BYTES {
-        lz4_image_data(w, h, pixels).filter(|d| d.len() < pixels.len())
+        lz4_image_data(w, h, pixels, rgba).filter(|d| d.len() < pixels.len())
     } else {
         None
     };
@@ -98,88 +155,228 @@ pub fn draw_copy_body(area: &Rect, pixels: &[u8], lz4: bool) -> Result<Vec<u8>, 
         }
         None => {
             let stride = w.checked_mul(4).ok_or(Error::Malformed("stride"))?;
-            b.u8(BITMAP_FMT_32BIT)
-                .u8(BITMAP_FLAGS_TOP_DOWN)
-                .u32(w)
-                .u32(h)
-                .u32(stride)
-                .u32(0) // no palette
-                .bytes(pixels);
+            b.u8(if rgba {
+                BITMAP_FMT_RGBA
+            } else {
+                BITMAP_FMT_32BIT
+            })
+            .u8(BITMAP_FLAGS_TOP_DOWN)
+            .u32(w)
+            .u32(h)
+            .u32(stride)
+            .u32(0) // no palette
+            .bytes(pixels);
         }
     }
     Ok(b.finish())
+}
+
+/// Pixels read from one surface for a pixel item.
+struct Capture {
+    id: u32,
+    cell: SurfaceCell,
+    format: SurfaceFormat,
+    bounds: Rect,
+    images: Vec<(Rect, Vec<u8>)>,
+}
+
+/// An item taken from the outbox, with the pixels it needs read atomically.
+struct Ready {
+    item: DisplayItem,
+    captures: Vec<Capture>,
+}
+
+fn read_guard(c: &SurfaceCell) -> RwLockReadGuard<'_, Surface> {
+    c.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The areas of each surface a pixel item sends.
+fn item_areas(item: &DisplayItem, id: u32, s: &Surface) -> Vec<Rect> {
+    match item {
+        DisplayItem::Damage(_, _, rects) => rects.clone(),
+        DisplayItem::Create(i, _, true) if *i == id => vec![s.bounds()],
+        DisplayItem::Resync(_) => vec![s.bounds()],
+        _ => Vec::new(),
+    }
+}
+
+/// Takes the next item that may be sent. Pixel items are popped while the
+/// read locks of their surfaces are held (so the worker cannot render into
+/// them, nor queue a draw behind them, in between) and their pixels copied.
+fn next_ready(outbox: &Outbox<DisplayItem>) -> Option<Ready> {
+    loop {
+        if !outbox.wait_ready() {
+            return None;
+        }
+        let mut sources = outbox.with(|s| s.items.front().map(DisplayItem::pixel_sources))?;
+        if sources.is_empty() {
+            if let Some(item) = outbox.with(|s| s.items.pop_front()) {
+                return Some(Ready {
+                    item,
+                    captures: Vec::new(),
+                });
+            }
+            continue;
+        }
+        sources.sort_by_key(|(id, _)| *id);
+        let guards: Vec<_> = sources.iter().map(|(_, c)| read_guard(c)).collect();
+        let got = outbox.with(|s| {
+            let same = s.items.front().is_some_and(|f| {
+                let now = f.pixel_sources();
+                now.len() == sources.len()
+                    && now
+                        .iter()
+                        .all(|(_, c)| sources.iter().any(|(_, k)| Arc::ptr_eq(c, k)))
+            });
+            if !same {
+                return None;
+            }
+            let item = s.items.pop_front()?;
+            let captures = sources
+                .iter()
+                .zip(&guards)
+                .map(|((id, cell), g)| Capture {
+                    id: *id,
+                    cell: Arc::clone(cell),
+                    format: g.format(),
+                    bounds: g.bounds(),
+                    images: item_areas(&item, *id, g)
+                        .iter()
+                        .filter_map(|r| g.read_rect(r))
+                        .collect(),
+                })
+                .collect();
+            Some(Ready { item, captures })
+        });
+        drop(guards);
+        if got.is_some() {
+            return got;
+        }
+    }
 }
 
 struct Sender<'a> {
     out: MessageWriter<std::net::TcpStream>,
     outbox: &'a Outbox<DisplayItem>,
     lz4: &'a AtomicBool,
-    known: Option<SurfaceCell>,
+    stats: &'a DisplayStats,
+    /// Surfaces created on the client.
+    known: BTreeMap<u32, SurfaceCell>,
 }
 
 impl Sender<'_> {
     fn send(&mut self, ty: u16, body: &[u8]) -> Result<(), Error> {
         self.out.send(ty, body)?;
         self.outbox.sent(1);
+        self.stats.count(ty);
         Ok(())
     }
 
-    fn send_area(&mut self, cell: &SurfaceCell, area: &Rect) -> Result<(), Error> {
-        let read = cell
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .read_rect(area);
-        if let Some((r, px)) = read {
-            let body = draw_copy_body(&r, &px, self.lz4.load(Ordering::Relaxed))?;
+    fn destroy(&mut self, id: u32) -> Result<(), Error> {
+        if self.known.remove(&id).is_some() {
+            let mut w = Writer::new();
+            w.u32(id);
+            self.send(msg_display::SURFACE_DESTROY, &w.finish())?;
+        }
+        Ok(())
+    }
+
+    fn create(
+        &mut self,
+        id: u32,
+        cell: &SurfaceCell,
+        format: SurfaceFormat,
+        bounds: &Rect,
+    ) -> Result<(), Error> {
+        if self.known.contains_key(&id) {
+            self.destroy(id)?;
+        }
+        let mut w = Writer::new();
+        w.u32(id)
+            .u32(bounds.width())
+            .u32(bounds.height())
+            .u32(client_surface_format(format))
+            .u32(if id == 0 { SURFACE_FLAGS_PRIMARY } else { 0 });
+        self.send(msg_display::SURFACE_CREATE, &w.finish())?;
+        self.known.insert(id, Arc::clone(cell));
+        Ok(())
+    }
+
+    fn images(&mut self, c: &Capture) -> Result<(), Error> {
+        if !self
+            .known
+            .get(&c.id)
+            .is_some_and(|k| Arc::ptr_eq(k, &c.cell))
+        {
+            return Ok(());
+        }
+        let lz4 = self.lz4.load(Ordering::Relaxed);
+        for (r, px) in &c.images {
+            let body = draw_copy_body(c.id, r, px, lz4, has_alpha(c.format))?;
             self.send(msg_display::DRAW_COPY, &body)?;
         }
         Ok(())
     }
 
-    fn item(&mut self, item: DisplayItem) -> Result<(), Error> {
-        match item {
-            DisplayItem::Primary(p) => {
-                if let (Some(a), Some(b)) = (&self.known, &p)
-                    && Arc::ptr_eq(a, b)
-                {
-                    return Ok(());
+    fn ready(&mut self, r: Ready) -> Result<(), Error> {
+        match r.item {
+            DisplayItem::Create(id, cell, _) => {
+                let (format, bounds) = match r.captures.first() {
+                    Some(c) => (c.format, c.bounds),
+                    None => {
+                        let g = read_guard(&cell);
+                        (g.format(), g.bounds())
+                    }
+                };
+                self.create(id, &cell, format, &bounds)?;
+                for c in &r.captures {
+                    self.images(c)?;
                 }
-                if self.known.take().is_some() {
-                    let mut w = Writer::new();
-                    w.u32(0);
-                    self.send(msg_display::SURFACE_DESTROY, &w.finish())?;
-                }
-                if let Some(cell) = p {
-                    let bounds = cell
-                        .read()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .bounds();
-                    let mut w = Writer::new();
-                    w.u32(0)
-                        .u32(bounds.width())
-                        .u32(bounds.height())
-                        .u32(SURFACE_FMT_32_XRGB)
-                        .u32(SURFACE_FLAGS_PRIMARY);
-                    self.send(msg_display::SURFACE_CREATE, &w.finish())?;
-                    self.send_area(&cell, &bounds)?;
+                if id == 0 {
                     self.send(msg_display::MARK, &[])?;
-                    self.known = Some(cell);
+                }
+            }
+            DisplayItem::Destroy(id) => self.destroy(id)?,
+            DisplayItem::Draw(d, _) => {
+                if self.known.contains_key(&d.surface_id) {
+                    let (ty, body) =
+                        draw_marshal::marshal_draw(&d, self.lz4.load(Ordering::Relaxed))?;
+                    self.send(ty, &body)?;
+                }
+            }
+            DisplayItem::Damage(..) => {
+                for c in &r.captures {
+                    self.images(c)?;
+                }
+            }
+            DisplayItem::Resync(list) => {
+                let stale: Vec<u32> = self
+                    .known
+                    .iter()
+                    .filter(|(id, k)| !list.iter().any(|(i, c)| i == *id && Arc::ptr_eq(c, k)))
+                    .map(|(id, _)| *id)
+                    .collect();
+                // Off-screen surfaces first, the primary last.
+                for id in stale.into_iter().rev() {
+                    self.destroy(id)?;
+                }
+                for c in &r.captures {
+                    let fresh = !self.known.contains_key(&c.id);
+                    if fresh {
+                        self.create(c.id, &c.cell, c.format, &c.bounds)?;
+                    }
+                    self.images(c)?;
+                    if fresh && c.id == 0 {
+                        self.send(msg_display::MARK, &[])?;
+                    }
                 }
             }
             DisplayItem::Reset => {
-                if self.known.take().is_some() {
-                    let mut w = Writer::new();
-                    w.u32(0);
-                    self.send(msg_display::SURFACE_DESTROY, &w.finish())?;
+                let ids: Vec<u32> = self.known.keys().rev().copied().collect();
+                for id in ids {
+                    self.destroy(id)?;
                 }
                 self.send(msg_display::RESET, &[])?;
-            }
-            DisplayItem::Damage(cell, rects) => {
-                if self.known.as_ref().is_some_and(|k| Arc::ptr_eq(k, &cell)) {
-                    for r in &rects {
-                        self.send_area(&cell, r)?;
-                    }
-                }
             }
         }
         Ok(())
@@ -190,6 +387,13 @@ impl Sender<'_> {
 pub(crate) fn run(shared: &Arc<Shared>, conn: &Conn) -> Result<(), Error> {
     let outbox = Arc::new(Outbox::new(DISPLAY_OUTBOX_CAP));
     let client_lz4 = conn.request.channel_caps.has(display_cap::LZ4_COMPRESSION);
+    let composite = conn.request.channel_caps.has(CAP_COMPOSITE);
+    let caps = NativeCaps {
+        full_canvas: composite,
+        composite,
+        a8_surface: conn.request.channel_caps.has(CAP_A8_SURFACE),
+        lz4: false,
+    };
     let lz4 = Arc::new(AtomicBool::new(
         client_lz4 && shared.config.image_compression == ImageCompression::Auto,
     ));
@@ -202,11 +406,22 @@ pub(crate) fn run(shared: &Arc<Shared>, conn: &Conn) -> Result<(), Error> {
             "BITMAP"
         }
     );
+    log::info!(
+        "{}: native draws for a {} client",
+        conn.name(),
+        if caps.full_canvas {
+            "full-canvas"
+        } else {
+            "limited"
+        }
+    );
+    let stats = Arc::clone(shared.display.stats());
     let mut sender = Sender {
         out: MessageWriter::new(conn.stream.try_clone()?, conn.header),
         outbox: &outbox,
         lz4: &lz4,
-        known: None,
+        stats: &stats,
+        known: BTreeMap::new(),
     };
     let (generation, window) = outbox.start_ack();
     let mut w = Writer::new();
@@ -237,7 +452,7 @@ pub(crate) fn run(shared: &Arc<Shared>, conn: &Conn) -> Result<(), Error> {
                             let _glz_window = r.u32()?;
                             if !registered {
                                 registered = true;
-                                display.add_display_client(Arc::clone(&outbox));
+                                display.add_display_client(Arc::clone(&outbox), caps);
                             }
                         }
                         msg_display::C_PREFERRED_COMPRESSION => match r.u8()? {
@@ -261,8 +476,8 @@ pub(crate) fn run(shared: &Arc<Shared>, conn: &Conn) -> Result<(), Error> {
     };
 
     let mut result = Ok(());
-    while let Some(item) = outbox.pop() {
-        if let Err(e) = sender.item(item) {
+    while let Some(r) = next_ready(&outbox) {
+        if let Err(e) = sender.ready(r) {
             result = Err(e);
             break;
         }
@@ -280,7 +495,7 @@ mod tests {
     #[test]
     fn draw_copy_bitmap_layout() -> Result<(), Error> {
         let px = vec![7u8; 2 * 3 * 4];
-        let b = draw_copy_body(&Rect::new(10, 20, 12, 23), &px, false)?;
+        let b = draw_copy_body(0, &Rect::new(10, 20, 12, 23), &px, false, false)?;
         // fixed part 57 bytes, then the image at offset 57
         assert_eq!(&b[21..25], &57u32.to_le_bytes());
         assert_eq!(b[57 + 8], IMAGE_TYPE_BITMAP);
@@ -298,7 +513,7 @@ mod tests {
         let px: Vec<u8> = (0..w * h * 4)
             .map(|i| u8::try_from(i % 7).unwrap_or(0))
             .collect();
-        let b = draw_copy_body(&Rect::new(0, 0, 100, 400), &px, true)?;
+        let b = draw_copy_body(0, &Rect::new(0, 0, 100, 400), &px, true, false)?;
         assert_eq!(b[57 + 8], IMAGE_TYPE_LZ4);
         let r = Reader::new(&b);
         let mut r = r.at(57 + 18)?;

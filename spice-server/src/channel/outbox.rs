@@ -136,6 +136,27 @@ impl<I> Outbox<I> {
         }
     }
 
+    /// Waits until an item is pending *and* may be sent now, without taking
+    /// it (the single consumer then inspects and pops it with [`Outbox::with`]).
+    /// False once closed.
+    pub fn wait_ready(&self) -> bool {
+        let mut s = self.lock();
+        loop {
+            if s.closed {
+                return false;
+            }
+            if s.ack.open() && !s.items.is_empty() {
+                return true;
+            }
+            // The timeout only guards against a lost wake-up.
+            s = self
+                .cv
+                .wait_timeout(s, Duration::from_millis(500))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+    }
+
     /// Starts flow control with a new generation; returns (generation, window).
     pub fn start_ack(&self) -> (u32, u32) {
         self.with(|s| {
