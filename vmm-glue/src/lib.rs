@@ -3,12 +3,14 @@
 //! Modules:
 //! - [`scene`]: synthetic guests (the demo desktop, a PNG slideshow).
 //! - [`demo`]: the demo VMM (real device, synthetic guest, SPICE server).
+//! - [`record_replay`]: replaying a real guest's `SPICE_REPLAY` recording through the device.
 //! - [`cli`]: command-line options (QEMU `-spice` names).
 //! - [`error`]: the crate's error type.
 
 pub mod cli;
 pub mod demo;
 pub mod error;
+pub mod record_replay;
 pub mod scene;
 
 pub use error::{Error, Result};
