@@ -185,6 +185,27 @@ impl LzPixel for u32 {
     }
 }
 
+/// RGB32 pixel read in place: B, G, R, X. Pixels match only when all four
+/// bytes do (a stricter equality than the format needs, so never wrong; QXL
+/// guests keep X constant), literals carry B, G, R.
+impl LzPixel for [u8; 4] {
+    const LIT_BYTES: usize = 3;
+    const MIN_MATCH: usize = 1;
+    const HASH_LEN: usize = 2;
+    #[inline(always)]
+    fn hash(p: &[Self]) -> usize {
+        mix(u64::from(u32::from_le_bytes(p[0])) | (u64::from(u32::from_le_bytes(p[1])) << 32))
+    }
+    #[inline(always)]
+    fn write(self, dst: &mut [u8]) {
+        dst.copy_from_slice(&self[..3]);
+    }
+    #[inline(always)]
+    fn get(b: &[u8]) -> Self {
+        [b[0], b[1], b[2], 0]
+    }
+}
+
 /// RGB16 pixel (the top bit is always clear).
 impl LzPixel for u16 {
     const LIT_BYTES: usize = 2;
@@ -534,6 +555,16 @@ fn encode_as(img: &ImageRef<'_>, ty: LzImageType) -> Result<Vec<u8>, CodecError>
     put_header(&mut out, ty, img, header_stride)?;
     match ty {
         LzImageType::Rgb32 | LzImageType::Rgba | LzImageType::Rgb24 => {
+            if ty != LzImageType::Rgb24 && img.stride == width * 4 {
+                // Packed 32-bit rows: match on the pixels in place.
+                let (px, _) = img.pixels[..n * 4].as_chunks::<4>();
+                compress(px, width, &mut out);
+                if ty == LzImageType::Rgba {
+                    let alpha = alpha_plane(img);
+                    compress(&alpha, width, &mut out);
+                }
+                return Ok(out);
+            }
             let mut px = vec![0u32; n];
             for (r, dst) in px.chunks_exact_mut(width).enumerate() {
                 let row = img.row(r);
