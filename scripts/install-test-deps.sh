@@ -7,7 +7,8 @@
 # already present are skipped without touching the network.
 set -euo pipefail
 
-pkgs=(spice-client-gtk gir1.2-spiceclientglib-2.0 python3-gi xvfb spice-html5 websockify chromium)
+# libpixman-1-dev: spice-server's canvas links pixman (the pixman crate).
+pkgs=(spice-client-gtk gir1.2-spiceclientglib-2.0 python3-gi xvfb spice-html5 websockify chromium libpixman-1-dev)
 missing=()
 for p in "${pkgs[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -1,0 +1,399 @@
+//! Images in the pixman formats spice-common's canvas works with, the bridge
+//! to pixman, and the conversion of guest images into them (the equivalent of
+//! `canvas_get_image` with `want_original` false or true).
+
+use crate::codecs::PixelFormat;
+use crate::command::{
+    BITMAP_TOP_DOWN, Bitmap, BitmapFormat, IMAGE_FLAG_HIGH_BITS_SET, Image, ImageData, Rect,
+    SurfaceFormat,
+};
+
+use super::{SurfaceSource, usize_of};
+
+/// Largest image (in pixels) the canvas converts or allocates as scratch.
+pub(super) const MAX_IMAGE_PIXELS: u64 = 1 << 26;
+
+/// The pixman formats used by the canvas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fmt {
+    /// `PIXMAN_x8r8g8b8`.
+    X8r8g8b8,
+    /// `PIXMAN_a8r8g8b8`.
+    A8r8g8b8,
+    /// `PIXMAN_x1r5g5b5`.
+    X1r5g5b5,
+    /// `PIXMAN_a8`.
+    A8,
+    /// `PIXMAN_a1` (bit `x & 31` of each 32-bit word, as pixman on little-endian).
+    A1,
+}
+
+impl Fmt {
+    fn code(self) -> pixman::FormatCode {
+        match self {
+            Self::X8r8g8b8 => pixman::FormatCode::X8R8G8B8,
+            Self::A8r8g8b8 => pixman::FormatCode::A8R8G8B8,
+            Self::X1r5g5b5 => pixman::FormatCode::X1R5G5B5,
+            Self::A8 => pixman::FormatCode::A8,
+            Self::A1 => pixman::FormatCode::A1,
+        }
+    }
+
+    const fn bpp(self) -> u32 {
+        match self {
+            Self::X8r8g8b8 | Self::A8r8g8b8 => 32,
+            Self::X1r5g5b5 => 16,
+            Self::A8 => 8,
+            Self::A1 => 1,
+        }
+    }
+
+    /// The format of a canvas surface (16-bit surfaces are kept as 32-bit: see the module docs).
+    pub(super) const fn of_surface(f: SurfaceFormat) -> Self {
+        match f {
+            SurfaceFormat::Xrgb32 | SurfaceFormat::Rgb555 | SurfaceFormat::Rgb565 => Self::X8r8g8b8,
+            SurfaceFormat::Argb32 => Self::A8r8g8b8,
+            SurfaceFormat::A8 | SurfaceFormat::A1 => Self::A8,
+        }
+    }
+}
+
+/// An image in one pixman format. Pixel `(0, 0)` of the stored data is pixel
+/// `(ox, oy)` of the image it was taken from (sources read partially).
+#[derive(Debug, Clone)]
+pub(super) struct Img {
+    pub fmt: Fmt,
+    pub w: u32,
+    pub h: u32,
+    /// Words per row.
+    stride: usize,
+    pub data: Vec<u32>,
+    pub ox: i32,
+    pub oy: i32,
+}
+
+impl Img {
+    /// A zeroed image; `None` when too large.
+    pub fn new(fmt: Fmt, w: u32, h: u32) -> Option<Self> {
+        if w == 0 || h == 0 || u64::from(w) * u64::from(h) > MAX_IMAGE_PIXELS {
+            return None;
+        }
+        let stride = usize_of((w * fmt.bpp()).div_ceil(32));
+        let len = stride.checked_mul(usize_of(h))?;
+        Some(Self {
+            fmt,
+            w,
+            h,
+            stride,
+            data: vec![0; len],
+            ox: 0,
+            oy: 0,
+        })
+    }
+
+    /// Pixel value in the format's own terms (32-bit pixel, 16-bit pixel, alpha byte or bit).
+    pub fn get(&self, x: u32, y: u32) -> u32 {
+        if x >= self.w || y >= self.h {
+            return 0;
+        }
+        let row = usize_of(y) * self.stride;
+        let x = usize_of(x);
+        let word = |i: usize| self.data.get(row + i).copied().unwrap_or(0);
+        match self.fmt {
+            Fmt::X8r8g8b8 | Fmt::A8r8g8b8 => word(x),
+            Fmt::X1r5g5b5 => (word(x / 2) >> ((x % 2) * 16)) & 0xffff,
+            Fmt::A8 => (word(x / 4) >> ((x % 4) * 8)) & 0xff,
+            Fmt::A1 => (word(x / 32) >> (x % 32)) & 1,
+        }
+    }
+
+    /// Stores a pixel value (truncated to the format's width, as spice's per-depth code does).
+    pub fn set(&mut self, x: u32, y: u32, v: u32) {
+        if x >= self.w || y >= self.h {
+            return;
+        }
+        let row = usize_of(y) * self.stride;
+        let x = usize_of(x);
+        let (i, shift, mask) = match self.fmt {
+            Fmt::X8r8g8b8 | Fmt::A8r8g8b8 => (x, 0, u32::MAX),
+            Fmt::X1r5g5b5 => (x / 2, (x % 2) * 16, 0xffff),
+            Fmt::A8 => (x / 4, (x % 4) * 8, 0xff),
+            Fmt::A1 => (x / 32, x % 32, 1),
+        };
+        if let Some(w) = self.data.get_mut(row + i) {
+            *w = (*w & !(mask << shift)) | ((v & mask) << shift);
+        }
+    }
+
+    /// A pixman image over this image's data.
+    pub fn pix(&mut self) -> Option<pixman::Image<'_, 'static>> {
+        let (w, h) = (usize_of(self.w), usize_of(self.h));
+        // The pixman crate does not check the slice length itself.
+        if self.data.len() < self.stride.checked_mul(h)? {
+            return None;
+        }
+        pixman::Image::from_slice_mut(
+            self.fmt.code(),
+            w,
+            h,
+            &mut self.data,
+            self.stride * 4,
+            false,
+        )
+        .ok()
+    }
+
+    /// This image converted to `fmt` with pixman's SRC operator (as spice's
+    /// `spice_bitmap_convert_to_pixman` and `canvas_get_image_internal` do).
+    pub fn convert(mut self, fmt: Fmt) -> Option<Self> {
+        if self.fmt == fmt {
+            return Some(self);
+        }
+        let mut out = Self::new(fmt, self.w, self.h)?;
+        out.ox = self.ox;
+        out.oy = self.oy;
+        let size = (i32::try_from(self.w).ok()?, i32::try_from(self.h).ok()?);
+        {
+            let src = self.pix()?;
+            let mut dst = out.pix()?;
+            dst.composite32(
+                pixman::Operation::Src,
+                &src,
+                None,
+                (0, 0),
+                (0, 0),
+                (0, 0),
+                size,
+            );
+        }
+        Some(out)
+    }
+
+    /// The alpha bits removed from the format (`get_image(force_opaque)`).
+    pub fn opaque(mut self) -> Self {
+        if self.fmt == Fmt::A8r8g8b8 {
+            self.fmt = Fmt::X8r8g8b8;
+        }
+        self
+    }
+}
+
+/// The pixman format spice gives a bitmap of `f` when it keeps the original
+/// format (`spice_bitmap_format_to_pixman`).
+const fn native_format(f: BitmapFormat, canvas: Fmt) -> Fmt {
+    match f {
+        BitmapFormat::OneBitLe
+        | BitmapFormat::OneBitBe
+        | BitmapFormat::FourBitLe
+        | BitmapFormat::FourBitBe
+        | BitmapFormat::EightBit => match canvas {
+            Fmt::A8r8g8b8 => Fmt::A8r8g8b8,
+            _ => Fmt::X8r8g8b8,
+        },
+        BitmapFormat::Rgb16 => Fmt::X1r5g5b5,
+        BitmapFormat::Rgb24 | BitmapFormat::Rgb32 => Fmt::X8r8g8b8,
+        BitmapFormat::Rgba => Fmt::A8r8g8b8,
+        BitmapFormat::A8 => Fmt::A8,
+    }
+}
+
+/// The bitmap's pixels in its native pixman format.
+fn bitmap_native(b: &Bitmap, canvas: Fmt) -> Option<Img> {
+    let fmt = native_format(b.format, canvas);
+    let mut img = Img::new(fmt, b.width, b.height)?;
+    let bpp = u64::from(b.format.bpp());
+    let min_stride = (u64::from(b.width) * bpp).div_ceil(8);
+    if u64::from(b.stride) < min_stride
+        || (b.data.len() as u64) < u64::from(b.stride) * u64::from(b.height)
+    {
+        return None;
+    }
+    let ents = b.palette.as_ref().map_or(&[][..], |p| p.entries.as_slice());
+    let pal = |i: u32| ents.get(usize_of(i)).copied().unwrap_or(0);
+    let stride = usize_of(b.stride);
+    for y in 0..b.height {
+        let src_row = if b.is_top_down() { y } else { b.height - 1 - y };
+        let row = b.data.get(usize_of(src_row) * stride..)?;
+        for x in 0..b.width {
+            let vx = usize_of(x);
+            let v = match b.format {
+                BitmapFormat::Rgb32 | BitmapFormat::Rgba => {
+                    let p = row.get(vx * 4..vx * 4 + 4)?;
+                    u32::from_le_bytes([p[0], p[1], p[2], p[3]])
+                }
+                BitmapFormat::Rgb24 => {
+                    let p = row.get(vx * 3..vx * 3 + 3)?;
+                    u32::from_le_bytes([p[0], p[1], p[2], 0])
+                }
+                BitmapFormat::Rgb16 => {
+                    let p = row.get(vx * 2..vx * 2 + 2)?;
+                    u32::from(u16::from_le_bytes([p[0], p[1]]))
+                }
+                BitmapFormat::EightBit => pal(u32::from(*row.get(vx)?)),
+                BitmapFormat::A8 => u32::from(*row.get(vx)?),
+                BitmapFormat::FourBitBe => {
+                    let byte = *row.get(vx / 2)?;
+                    pal(u32::from(if vx.is_multiple_of(2) {
+                        byte >> 4
+                    } else {
+                        byte & 0xf
+                    }))
+                }
+                BitmapFormat::FourBitLe => {
+                    let byte = *row.get(vx / 2)?;
+                    pal(u32::from(if vx.is_multiple_of(2) {
+                        byte & 0xf
+                    } else {
+                        byte >> 4
+                    }))
+                }
+                BitmapFormat::OneBitBe => {
+                    let byte = *row.get(vx / 8)?;
+                    pal(u32::from((byte >> (7 - vx % 8)) & 1))
+                }
+                BitmapFormat::OneBitLe => {
+                    let byte = *row.get(vx / 8)?;
+                    pal(u32::from((byte >> (vx % 8)) & 1))
+                }
+            };
+            img.set(x, y, v);
+        }
+    }
+    Some(img)
+}
+
+/// A 1-bpp bitmap as a `PIXMAN_a1` image (`canvas_get_bitmap_mask`); `None`
+/// for non-1-bpp bitmaps (spice refuses those as masks).
+pub(super) fn bitmap_mask(b: &Bitmap) -> Option<Img> {
+    let be = match b.format {
+        BitmapFormat::OneBitBe => true,
+        BitmapFormat::OneBitLe => false,
+        _ => return None,
+    };
+    let mut img = Img::new(Fmt::A1, b.width, b.height)?;
+    let stride = usize_of(b.stride);
+    if stride < usize_of(b.width.div_ceil(8)) || b.data.len() < stride * usize_of(b.height) {
+        return None;
+    }
+    for y in 0..b.height {
+        let src_row = if b.is_top_down() { y } else { b.height - 1 - y };
+        let row = b.data.get(usize_of(src_row) * stride..)?;
+        for x in 0..b.width {
+            let byte = *row.get(usize_of(x / 8))?;
+            let bit = if be {
+                (byte >> (7 - x % 8)) & 1
+            } else {
+                (byte >> (x % 8)) & 1
+            };
+            img.set(x, y, u32::from(bit));
+        }
+    }
+    Some(img)
+}
+
+/// How an image is wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Want {
+    /// Converted to the canvas's format (`want_original` false).
+    Canvas,
+    /// In its own format (`want_original` true, alpha blending).
+    Original,
+}
+
+/// The image `img` as spice's canvas would obtain it. `area` is the part the
+/// draw reads (sources of other surfaces are fetched for that area only when
+/// the whole surface is not available). `canvas` is the target's format.
+pub(super) fn get_image(
+    img: &Image,
+    area: Option<&Rect>,
+    want: Want,
+    canvas: Fmt,
+    sources: &dyn SurfaceSource,
+) -> Option<Img> {
+    let (bitmap_fmt, native) = match &img.data {
+        ImageData::Bitmap(b) => (b.format, bitmap_native(b, canvas)?),
+        ImageData::Quic(data) => {
+            let d = crate::codecs::quic::decode(data).ok()?;
+            if d.width != img.width || d.height != img.height {
+                return None;
+            }
+            let format = match d.format {
+                PixelFormat::Rgb16 => BitmapFormat::Rgb16,
+                PixelFormat::Rgb24 => BitmapFormat::Rgb24,
+                PixelFormat::Rgb32 => BitmapFormat::Rgb32,
+                PixelFormat::Rgba => BitmapFormat::Rgba,
+                PixelFormat::A8 => BitmapFormat::A8,
+                _ => return None,
+            };
+            let b = Bitmap {
+                format,
+                flags: if d.top_down { BITMAP_TOP_DOWN } else { 0 },
+                width: d.width,
+                height: d.height,
+                stride: u32::try_from(d.stride).ok()?,
+                palette: None,
+                data: d.pixels,
+            };
+            (format, bitmap_native(&b, canvas)?)
+        }
+        ImageData::Surface(id) => return surface_image(*id, img, area, sources),
+    };
+    let mut out = match want {
+        Want::Original => native,
+        Want::Canvas => {
+            let target = if bitmap_fmt == BitmapFormat::Rgba {
+                Fmt::A8r8g8b8
+            } else {
+                Fmt::X8r8g8b8
+            };
+            if native.fmt == Fmt::A8r8g8b8 && target == Fmt::X8r8g8b8 {
+                // Compatible: the alpha bits are simply ignored.
+                Img {
+                    fmt: target,
+                    ..native
+                }
+            } else {
+                native.convert(target)?
+            }
+        }
+    };
+    if img.flags & IMAGE_FLAG_HIGH_BITS_SET != 0 && out.fmt == Fmt::X8r8g8b8 {
+        for v in &mut out.data {
+            *v |= 0xff00_0000;
+        }
+    }
+    Some(out)
+}
+
+/// Another surface as an image in that surface's format.
+fn surface_image(
+    id: u32,
+    img: &Image,
+    area: Option<&Rect>,
+    sources: &dyn SurfaceSource,
+) -> Option<Img> {
+    let full = Rect::new(
+        0,
+        0,
+        i32::try_from(img.width).ok()?,
+        i32::try_from(img.height).ok()?,
+    );
+    let (r, px) = match sources.read(id, &full) {
+        Some(p) => (full, p),
+        None => {
+            let a = *area?;
+            (a, sources.read(id, &a)?)
+        }
+    };
+    let fmt = sources.format(id).map_or(Fmt::X8r8g8b8, Fmt::of_surface);
+    let mut out = Img::new(fmt, px.width, px.height)?;
+    out.ox = r.left;
+    out.oy = r.top;
+    for y in 0..px.height {
+        for x in 0..px.width {
+            let v = px.get(x, y);
+            out.set(x, y, if fmt == Fmt::A8 { v >> 24 } else { v });
+        }
+    }
+    Some(out)
+}
