@@ -146,6 +146,34 @@ impl ReplayStats {
     pub fn draws_per_sec(&self) -> f64 {
         per_sec(self.draws, self.elapsed)
     }
+
+    /// A one-paragraph summary for humans.
+    #[allow(clippy::cast_precision_loss)] // Megabytes and seconds for humans.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} events ({:.0}/s), {} draws ({:.0}/s), {} cursor, {} surface and {} other commands, \
+             {} worker messages ({} without a port action), {} primaries created, {} resets, \
+             {:.1} MB raw damage, {:.1} MB image payload, {:.2} s wall for {:.2} s recorded, \
+             {} commands the device dropped, {} guest bugs",
+            self.events,
+            self.events_per_sec(),
+            self.draws,
+            self.draws_per_sec(),
+            self.cursor_commands,
+            self.surface_commands,
+            self.other_commands,
+            self.worker_messages,
+            self.messages_without_port,
+            self.primaries_created,
+            self.resets,
+            self.damage_bytes as f64 / 1e6,
+            self.image_bytes as f64 / 1e6,
+            self.elapsed.as_secs_f64(),
+            self.recorded_ns as f64 / 1e9,
+            self.decode_errors,
+            self.guest_bugs,
+        )
+    }
 }
 
 #[allow(clippy::cast_precision_loss)] // Rates for humans.
@@ -583,4 +611,99 @@ pub fn fnv1a64(data: &[u8]) -> u64 {
     data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// Usage of `qxl-vmm replay`.
+pub const REPLAY_USAGE: &str = "usage: qxl-vmm replay FILE[.zst] [--spice key=value,...] [--port N] \
+[--addr IP] [--password P] [--disable-ticketing] [--image-compression MODE] \
+[--streaming-video MODE] [--speed X|--fast] [--frames N]";
+
+/// `qxl-vmm replay FILE [...]`: replay a `SPICE_REPLAY` recording (plain or
+/// zstd-compressed) through the device into a SPICE server, print what it
+/// did, and keep serving the last frame until Ctrl-C.
+///
+/// `--speed X` replays at X times the recorded pace (default 1; `--fast` or
+/// `--speed 0`: as fast as possible); `--frames N` stops after N draw
+/// commands. The SPICE options are those of `qxl-vmm demo`.
+pub fn replay_command(args: &[String]) -> Result<()> {
+    let mut spice = crate::cli::SpiceOptions::default();
+    let mut file = None;
+    let mut replay = ReplayOptions {
+        speed: Some(1.0),
+        max_draws: None,
+    };
+    let mut it = args.iter();
+    let value = |it: &mut std::slice::Iter<'_, String>, flag: &str| {
+        it.next()
+            .cloned()
+            .ok_or_else(|| Error::Usage(format!("{flag} needs a value")))
+    };
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--spice" => spice.set_list(&value(&mut it, a)?)?,
+            "--port" | "--addr" | "--password" | "--image-compression" | "--streaming-video" => {
+                spice.set(a.trim_start_matches("--"), &value(&mut it, a)?)?;
+            }
+            "--disable-ticketing" => spice.disable_ticketing = true,
+            "--fast" => replay.speed = None,
+            "--speed" => {
+                let v = value(&mut it, a)?;
+                let s: f64 = v
+                    .parse()
+                    .map_err(|_| Error::Usage(format!("--speed {v}: not a number")))?;
+                if !(0.0..=1000.0).contains(&s) {
+                    return Err(Error::Usage(
+                        "--speed: 0 (as fast as possible) to 1000".into(),
+                    ));
+                }
+                replay.speed = (s > 0.0).then_some(s);
+            }
+            "--frames" => {
+                let v = value(&mut it, a)?;
+                replay.max_draws = Some(
+                    v.parse()
+                        .map_err(|_| Error::Usage(format!("--frames {v}: not a number")))?,
+                );
+            }
+            "-h" | "--help" => {
+                println!("{REPLAY_USAGE}");
+                return Ok(());
+            }
+            other if other.starts_with('-') => {
+                return Err(Error::Usage(format!(
+                    "unknown option {other}\n{REPLAY_USAGE}"
+                )));
+            }
+            other if file.is_none() => file = Some(std::path::PathBuf::from(other)),
+            other => {
+                return Err(Error::Usage(format!(
+                    "unexpected argument {other}\n{REPLAY_USAGE}"
+                )));
+            }
+        }
+    }
+    let file = file.ok_or_else(|| Error::Usage(REPLAY_USAGE.into()))?;
+    // Like the demo: on loopback without a password, serve without ticketing.
+    if spice.password.is_none() {
+        spice.disable_ticketing = true;
+    }
+    let server = spice.server_config()?;
+    let mut srv = ReplayServer::start(&file, ServeOptions { server, replay })?;
+    let stop = srv.stop_flag();
+    ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
+        .map_err(|e| Error::Usage(format!("cannot install the Ctrl-C handler: {e}")))?;
+    if let Some(a) = srv.local_addr() {
+        eprintln!(
+            "qxl-vmm replay: serving SPICE on {a} — connect with `remote-viewer spice://{}:{}`; Ctrl-C stops",
+            a.ip(),
+            a.port()
+        );
+    }
+    match srv.wait_replayed() {
+        Ok(s) => eprintln!("qxl-vmm replay: {}", s.summary()),
+        Err(e) => eprintln!("qxl-vmm replay: {e} (serving what was replayed)"),
+    }
+    srv.wait()?;
+    eprintln!("qxl-vmm replay: stopped");
+    Ok(())
 }

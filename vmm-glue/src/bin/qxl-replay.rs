@@ -7,14 +7,24 @@
 //! Each file (format: `devices::qxl::replay`) is played through a new device;
 //! the tool prints what the device decoded and every expectation that failed,
 //! and exits non-zero if any file is malformed or any expectation failed.
+//!
+//! A file whose first line (after zstd decompression, if it is compressed) is
+//! `SPICE_REPLAY 1` is a libspice-server recording instead: it is replayed
+//! through a new device with `vmm_glue::record_replay` as fast as possible,
+//! and the tool prints a summary of the recording and of what the device
+//! decoded.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
 use devices::qxl::replay;
 use spice_server::command::{
     AreaPixels, Command, DisplaySink, DrawOp, MonitorsConfig, Rect, SurfaceCmd, SurfaceCreate,
 };
+use vmm_glue::record_replay::{self, RecordReplayer, ReplayOptions};
 
 /// Counts what the device hands to the display side.
 #[derive(Debug, Default)]
@@ -90,14 +100,56 @@ impl DisplaySink for CountingSink {
     }
 }
 
+/// Replay a `SPICE_REPLAY` recording through a fresh device and print a summary.
+fn spice_record(f: &str) -> bool {
+    let res = record_replay::open_recording(Path::new(f)).and_then(|mut reader| {
+        let mut replayer = RecordReplayer::new(CountingSink::default())?;
+        let stats = record_replay::replay_events(
+            &mut reader,
+            &mut replayer,
+            &ReplayOptions::default(),
+            &AtomicBool::new(false),
+        )?;
+        Ok((stats, reader.offset(), replayer))
+    });
+    match res {
+        Ok((stats, bytes, replayer)) => {
+            println!("{f}: SPICE_REPLAY recording, {bytes} bytes decompressed");
+            println!("  {}", stats.summary());
+            for (m, n) in &stats.messages_by_type {
+                println!("  worker message {m:?}: {n}");
+            }
+            for (what, n) in &replayer.driver().sink().counts {
+                println!("  device decoded {what}: {n}");
+            }
+            println!(
+                "  device metrics: {:?}",
+                replayer.driver().device().metrics().snapshot()
+            );
+            stats.guest_bugs == 0
+        }
+        Err(e) => {
+            eprintln!("{f}: {e}");
+            false
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let files: Vec<String> = std::env::args().skip(1).collect();
     if files.is_empty() || files.iter().any(|f| f == "-h" || f == "--help") {
-        eprintln!("usage: qxl-replay FILE...   (QXL replay files, see devices::qxl::replay)");
+        eprintln!(
+            "usage: qxl-replay FILE...   (QXL replay files, see devices::qxl::replay, \
+             or SPICE_REPLAY recordings, plain or .zst)"
+        );
         return ExitCode::from(2);
     }
     let mut ok = true;
     for f in &files {
+        if record_replay::is_spice_record(Path::new(f)) {
+            ok &= spice_record(f);
+            continue;
+        }
         let data = match std::fs::read(f) {
             Ok(d) => d,
             Err(e) => {

@@ -5,7 +5,12 @@
 //!                       image-compression=…,streaming-video=…]
 //!              [--port N] [--addr IP] [--password P] [--disable-ticketing]
 //!              [--scene desktop|slideshow:DIR] [--size WxH] [--frames N] [--fps N]
+//! qxl-vmm replay FILE[.zst] [same SPICE options] [--speed X|--fast] [--frames N]
 //! ```
+//!
+//! `replay` plays a real guest's `SPICE_REPLAY` recording (zstd-compressed or
+//! not) through the device (see `vmm_glue::record_replay`) and keeps serving
+//! the last frame until Ctrl-C.
 //!
 //! `demo` runs the real QXL device driven by a built-in synthetic guest and
 //! serves it over SPICE until Ctrl-C. Connect with
@@ -22,7 +27,8 @@ use vmm_glue::scene::{DesktopScene, Scene, SlideshowScene};
 
 const USAGE: &str = "usage: qxl-vmm demo [--spice key=value,...] [--port N] [--addr IP] \
 [--password P] [--disable-ticketing] [--image-compression MODE] [--scene desktop|slideshow:DIR] \
-[--size WxH] [--frames N] [--fps N]";
+[--size WxH] [--frames N] [--fps N]
+       qxl-vmm replay FILE[.zst] [same SPICE options] [--speed X|--fast] [--frames N]";
 
 fn value<'a>(it: &mut impl Iterator<Item = &'a String>, flag: &str) -> Result<&'a str> {
     it.next()
@@ -110,6 +116,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let res = match args.first().map(String::as_str) {
         Some("demo") => demo(&args[1..]),
+        Some("replay") => vmm_glue::record_replay::replay_command(&args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             return if args.is_empty() {
