@@ -512,8 +512,9 @@ impl ReplayServer {
     /// Start the SPICE server, open `path` and start replaying it.
     pub fn start(path: &Path, opts: ServeOptions) -> Result<Self> {
         let mut reader = open_recording(path)?;
-        let (server, display) = SpiceServer::start(opts.server.clone(), Box::new(NoInput))?;
+        let (server, display) = SpiceServer::start(opts.server, Box::new(NoInput))?;
         let mut replayer = RecordReplayer::new(display.clone())?;
+        let replay = opts.replay;
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, done) = mpsc::channel();
         let guest_stop = Arc::clone(&stop);
@@ -522,13 +523,14 @@ impl ReplayServer {
             .name("record-replay".into())
             .spawn(move || {
                 let start = Instant::now();
-                let res = replay_events(&mut reader, &mut replayer, &opts.replay, &guest_stop)
-                    .and_then(|mut stats| {
+                let res = replay_events(&mut reader, &mut replayer, &replay, &guest_stop).and_then(
+                    |mut stats| {
                         // Count the worker's rendering in the replay's time.
                         guest_display.sync()?;
                         stats.elapsed = start.elapsed();
                         Ok(stats)
-                    });
+                    },
+                );
                 let _ = tx.send(res);
                 // Keep the device (and its surfaces) alive until stopped.
                 while !guest_stop.load(Ordering::SeqCst) {
