@@ -251,6 +251,9 @@ fn check_image(
             {
                 return Err("palette too large");
             }
+            if b.format == BitmapFormat::A8 {
+                return Err("8BIT_A images are not decoded by spice-common");
+            }
             if !caps.full_canvas && !matches!(b.format, BitmapFormat::Rgb32 | BitmapFormat::Rgba) {
                 return Err("bitmap format the client cannot decode");
             }
@@ -366,6 +369,9 @@ pub fn check_native(
             check_brush(brush, caps, has_surface)?;
             check_mask(mask.as_ref())
         }
+        DrawOp::Rop3 { rop3, .. } if !rop3_is_ternary(*rop3) => {
+            Err("ROP3 code spice-common does not implement (it aborts the client)")
+        }
         DrawOp::Opaque {
             src, brush, mask, ..
         }
@@ -421,6 +427,16 @@ pub fn check_native(
             }
         }
     }
+}
+
+/// True when a ROP3 code depends on pattern, source *and* destination:
+/// spice-common's `rop3.c` implements exactly those and aborts the client
+/// (`spice_critical("not implemented")`) on the 2-operand and constant codes.
+pub const fn rop3_is_ternary(code: u8) -> bool {
+    let p = (code & 0xf0) >> 4 != code & 0x0f;
+    let s = (code & 0xcc) >> 2 != code & 0x33;
+    let d = (code & 0xaa) >> 1 != code & 0x55;
+    p && s && d
 }
 
 fn len_u32(n: usize, what: &'static str) -> Result<u32, Error> {
@@ -544,10 +560,12 @@ fn put_string(w: &mut Writer, s: &GlyphString) -> Result<(), Error> {
     Ok(())
 }
 
+/// Formats sent as LZ4. Not 24BIT: spice-common's LZ4 path gives 24-bit
+/// pixels an X byte of 0xff where its BITMAP path (and our canvas) leave 0,
+/// which the draw oracle showed.
 fn pixel_format(f: BitmapFormat) -> Option<PixelFormat> {
     Some(match f {
         BitmapFormat::Rgb16 => PixelFormat::Rgb16,
-        BitmapFormat::Rgb24 => PixelFormat::Rgb24,
         BitmapFormat::Rgb32 => PixelFormat::Rgb32,
         BitmapFormat::Rgba => PixelFormat::Rgba,
         _ => return None,
@@ -565,6 +583,27 @@ fn lz4_bitmap(b: &Bitmap) -> Option<Vec<u8>> {
     let stride = usize::try_from(b.stride).ok()?;
     let img = ImageRef::new(px, b.width, b.height, stride, fmt, b.is_top_down()).ok()?;
     lz4::encode(&img).ok().filter(|d| d.len() < len)
+}
+
+/// The `SpiceBitmapFmt` a bitmap travels as: spice-common's image decoder
+/// (`spice_bitmap_to_pixman`) only knows the big-endian sub-byte formats and
+/// *aborts the client* on the others, so palette images in 1BIT_LE/4BIT_LE
+/// are converted (masks keep 1BIT_LE, which the mask decoder handles).
+pub const fn wire_format(f: BitmapFormat, mask: bool) -> u8 {
+    match f {
+        BitmapFormat::OneBitLe if !mask => BitmapFormat::OneBitBe as u8,
+        BitmapFormat::FourBitLe if !mask => BitmapFormat::FourBitBe as u8,
+        other => other as u8,
+    }
+}
+
+/// Pixel bytes of an image bitmap in its wire format (see [`wire_format`]).
+pub fn le_to_be(f: BitmapFormat, px: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    match f {
+        BitmapFormat::OneBitLe => px.iter().map(|b| b.reverse_bits()).collect(),
+        BitmapFormat::FourBitLe => px.iter().map(|b| b.rotate_left(4)).collect(),
+        _ => std::borrow::Cow::Borrowed(px),
+    }
 }
 
 /// Writes an image (descriptor and data; a bitmap's palette follows its pixels).
@@ -587,7 +626,7 @@ pub fn put_image(w: &mut Writer, img: &Image, lz4: bool, mask: bool) -> Result<(
             } else {
                 0
             };
-            w.u8(b.format as u8)
+            w.u8(wire_format(b.format, mask))
                 .u8(flags)
                 .u32(b.width)
                 .u32(b.height)
@@ -597,7 +636,11 @@ pub fn put_image(w: &mut Writer, img: &Image, lz4: bool, mask: bool) -> Result<(
             let len = usize::try_from(u64::from(b.stride) * u64::from(b.height))
                 .map_err(|_| Error::Malformed("bitmap size"))?;
             let px = b.data.get(..len).ok_or(Error::Malformed("bitmap size"))?;
-            w.bytes(px);
+            if mask {
+                w.bytes(px);
+            } else {
+                w.bytes(&le_to_be(b.format, px));
+            }
             if let Some(p) = pal {
                 w.fill_ptr(slot)?;
                 // Entries past the guest's table read as 0, as the canvas does.
@@ -776,4 +819,133 @@ pub fn marshal_draw(d: &Drawable, lz4: bool) -> Result<(u16, Vec<u8>), Error> {
         }
     }
     Ok((ty, b.finish()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Point, Rect};
+
+    fn base(op: DrawOp) -> Drawable {
+        Drawable {
+            surface_id: 0,
+            effect: 0,
+            self_bitmap: None,
+            bbox: Rect::new(1, 2, 3, 4),
+            clip: Clip::Rects(vec![Rect::new(1, 2, 3, 3)]),
+            mm_time: 0,
+            surfaces_dest: [-1; 3],
+            surfaces_rects: [Rect::default(); 3],
+            op,
+        }
+    }
+
+    #[test]
+    fn rop3_codes_spice_common_implements() {
+        let n = (0..=255u8).filter(|c| rop3_is_ternary(*c)).count();
+        // 256 minus the functions of at most two operands: 3 pairs × 16,
+        // minus the 3 × 4 of one operand counted twice, plus the 2 constants.
+        assert_eq!(n, 256 - (3 * 16 - 3 * 4 + 2));
+        for c in [0x01u8, 0x1e, 0x96, 0xb8, 0xe2, 0xca, 0xfe] {
+            assert!(rop3_is_ternary(c), "{c:#x}");
+        }
+        for c in [
+            0x00u8, 0xff, 0xcc, 0x33, 0xf0, 0x5a, 0x66, 0x88, 0xee, 0xaa, 0x55, 0x0f,
+        ] {
+            assert!(!rop3_is_ternary(c), "{c:#x}");
+        }
+    }
+
+    #[test]
+    fn fill_layout_and_pointers() -> Result<(), Error> {
+        let d = base(DrawOp::Fill {
+            brush: Brush::Solid(0x0012_3456),
+            rop: Ropd(Ropd::OP_PUT),
+            mask: None,
+        });
+        let (ty, b) = marshal_draw(&d, false)?;
+        assert_eq!(ty, DRAW_FILL);
+        // DisplayBase 4+16+1+4+16, brush 5, rop 2, qmask 13
+        assert_eq!(b.len(), 41 + 5 + 2 + 13);
+        assert_eq!(&b[41..46], &[1, 0x56, 0x34, 0x12, 0]);
+        Ok(())
+    }
+
+    #[test]
+    fn le_palette_bitmaps_travel_big_endian() -> Result<(), Error> {
+        let img = Image {
+            id: 0,
+            flags: 0,
+            width: 8,
+            height: 1,
+            data: ImageData::Bitmap(Bitmap {
+                format: BitmapFormat::OneBitLe,
+                flags: 0,
+                width: 8,
+                height: 1,
+                stride: 4,
+                palette: Some(crate::command::Palette {
+                    unique: 0,
+                    entries: vec![1],
+                }),
+                data: vec![0b0000_0001, 0, 0, 0],
+            }),
+        };
+        let mut w = Writer::new();
+        put_image(&mut w, &img, false, false)?;
+        let b = w.finish();
+        assert_eq!(b[18], BitmapFormat::OneBitBe as u8);
+        assert_eq!(b[36], 0b1000_0000);
+        // palette padded to 2 entries, after the 4 pixel bytes
+        let pal = usize::try_from(u32::from_le_bytes([b[32], b[33], b[34], b[35]])).unwrap_or(0);
+        assert_eq!(pal, 40);
+        assert_eq!(&b[pal + 8..pal + 10], &2u16.to_le_bytes());
+        Ok(())
+    }
+
+    #[test]
+    fn every_pointer_stays_inside_the_body() -> Result<(), Error> {
+        let pat = Image {
+            id: 0,
+            flags: 0,
+            width: 1,
+            height: 1,
+            data: ImageData::Surface(3),
+        };
+        let d = base(DrawOp::Stroke {
+            path: Path {
+                segments: vec![crate::command::PathSeg {
+                    flags: 3,
+                    points: vec![crate::command::PointFix { x: 1, y: 2 }; 2],
+                }],
+            },
+            attr: LineAttr {
+                flags: LINE_STYLED,
+                style: vec![16, 32],
+                ..LineAttr::default()
+            },
+            brush: Brush::Pattern {
+                image: Box::new(pat),
+                pos: Point { x: 1, y: 1 },
+            },
+            fore_mode: Ropd::OP_PUT,
+            back_mode: Ropd::OP_PUT,
+        });
+        assert!(
+            check_native(
+                &d,
+                &NativeCaps {
+                    full_canvas: true,
+                    ..NativeCaps::default()
+                },
+                &|id| id == 0
+            )
+            .is_err()
+        );
+        let (ty, b) = marshal_draw(&d, false)?;
+        assert_eq!(ty, DRAW_STROKE);
+        let path_ptr = u32::from_le_bytes([b[41], b[42], b[43], b[44]]);
+        assert!(usize::try_from(path_ptr).unwrap_or(usize::MAX) < b.len());
+        Ok(())
+    }
 }
