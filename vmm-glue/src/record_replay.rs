@@ -273,9 +273,15 @@ impl<S: DisplaySink> RecordReplayer<S> {
         match cmd {
             Command::Draw(d) => {
                 self.stats.draws += 1;
-                self.stats.damage_bytes +=
-                    u64::from(d.bbox.width()) * u64::from(d.bbox.height()) * 4;
-                self.stats.image_bytes += draw_image_bytes(&d.op);
+                let area = u64::from(d.bbox.width()).saturating_mul(u64::from(d.bbox.height()));
+                self.stats.damage_bytes = self
+                    .stats
+                    .damage_bytes
+                    .saturating_add(area.saturating_mul(4));
+                self.stats.image_bytes = self
+                    .stats
+                    .image_bytes
+                    .saturating_add(draw_image_bytes(&d.op));
             }
             Command::Cursor(_) => self.stats.cursor_commands += 1,
             Command::Surface(_) => self.stats.surface_commands += 1,
@@ -708,4 +714,125 @@ pub fn replay_command(args: &[String]) -> Result<()> {
     srv.wait()?;
     eprintln!("qxl-vmm replay: stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use devices::qxl::mock::driver::{RecordingSink, SinkEvent};
+
+    use super::*;
+
+    fn blob(prefix: &str, data: &[u8]) -> Vec<u8> {
+        let mut v = format!("binary 0 {prefix} {}:", data.len()).into_bytes();
+        v.extend_from_slice(data);
+        v.push(b'\n');
+        v
+    }
+
+    /// A small recording: a bottom-up VGA-style primary, a reset, a KMS
+    /// primary with KEEP_DATA, one padded-stride COPY and a cursor move.
+    fn recording() -> Vec<u8> {
+        let mut v = b"SPICE_REPLAY 1\nevent 0 1 20 100\n4 2 -16 32\n0 1 0 0\n".to_vec();
+        v.extend(blob("data", &[7u8; 32]));
+        v.extend_from_slice(b"event 1 1 19 101\nevent 2 1 18 102\nevent 3 1 16 103\n");
+        v.extend_from_slice(b"event 4 1 29 104\n8 4 64 32\n0 1 1 0\n");
+        let fb: Vec<u8> = (0..256u32).map(|i| u8::try_from(i).unwrap()).collect();
+        v.extend(blob("data", &fb));
+        v.extend_from_slice(
+            b"event 5 1 2 105\nevent 6 0 1 106\ndrawable\nrect bbox 1 2 3 4\ntype 1\nnum_rects 1\n\
+data_chunks 0 16\n",
+        );
+        let clip: Vec<u8> = [1i32, 2, 3, 4]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        v.extend(blob("clip_rects", &clip));
+        v.extend_from_slice(
+            b"effect 1\nmm_time 0\nself_bitmap 0\nrect self_bitmap_area 0 0 0 0\nsurface_id 0\n\
+surfaces_dest -1\nrect surfaces_rects 0 0 0 0\nsurfaces_dest -1\nrect surfaces_rects 0 0 0 0\n\
+surfaces_dest -1\nrect surfaces_rects 0 0 0 0\ntype 3\nimage 1\ndescriptor.id 0\ndescriptor.type 0\n\
+descriptor.flags 0\ndescriptor.width 2\ndescriptor.height 2\nbitmap.format 8\nbitmap.flags 4\n\
+bitmap.x 2\nbitmap.y 2\nbitmap.stride 64\nhas_palette 0\ndata_chunks 0 128\n",
+        );
+        v.extend(blob("bitmap.data", &[0x5a; 128]));
+        v.extend_from_slice(
+            b"rect src_area 0 0 2 2\nrop_descriptor 8\nscale_mode 0\nflags 0\npoint 0 0\nimage 0\n\
+event 7 0 3 107\ncursor_cmd\ntype 1\npoint16 5 6\n",
+        );
+        v
+    }
+
+    #[test]
+    fn the_device_decodes_what_the_recording_holds() {
+        let data = recording();
+        let parsed: Vec<RecordEvent> = RecordReader::new(&data[..])
+            .unwrap()
+            .collect::<std::result::Result<_, _>>()
+            .unwrap();
+        let mut reader = RecordReader::new(&data[..]).unwrap();
+        let mut rep = RecordReplayer::new(RecordingSink::default()).unwrap();
+        let stats = replay_events(
+            &mut reader,
+            &mut rep,
+            &ReplayOptions::default(),
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        assert_eq!(
+            (stats.events, stats.draws, stats.cursor_commands),
+            (8, 1, 1)
+        );
+        assert_eq!(
+            (stats.primaries_created, stats.resets, stats.guest_bugs),
+            (2, 1, 0)
+        );
+        assert_eq!(stats.damage_bytes, 2 * 2 * 4);
+        assert_eq!(stats.image_bytes, 128);
+        assert_eq!(rep.primary(), Some((8, 4)));
+        assert_eq!(rep.driver().outstanding(), 0, "every command came back");
+        let sink = &rep.driver().sink().events;
+        // The KMS primary arrives with its recorded pixels (KEEP_DATA).
+        let kms = sink
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                SinkEvent::CreatePrimary(s) => Some(s),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!((kms.width, kms.height, kms.stride), (8, 4, 64));
+        let fb: Vec<u8> = (0..256u32).map(|i| u8::try_from(i).unwrap()).collect();
+        assert_eq!(kms.initial.as_deref(), Some(&fb[..]));
+        // The commands the device decoded from guest memory are the recorded ones.
+        let recorded: Vec<&Command> = parsed
+            .iter()
+            .filter_map(|e| match &e.body {
+                RecordBody::Command { command, .. } => Some(command),
+                RecordBody::Worker { .. } => None,
+            })
+            .collect();
+        let decoded = rep.driver().sink().commands();
+        assert_eq!(decoded, recorded);
+    }
+
+    #[test]
+    fn a_hostile_primary_is_an_error_not_a_panic() {
+        let mut v =
+            b"SPICE_REPLAY 1\nevent 0 1 29 1\n4294967295 4294967295 -2147483644 32\n0 1 1 0\n"
+                .to_vec();
+        v.extend(blob("data", &[]));
+        v.extend_from_slice(b"event 1 0 1 2\n");
+        let mut reader = RecordReader::new(&v[..]).unwrap();
+        let mut rep = RecordReplayer::new(RecordingSink::default()).unwrap();
+        let res = replay_events(
+            &mut reader,
+            &mut rep,
+            &ReplayOptions::default(),
+            &AtomicBool::new(false),
+        );
+        let err = res.unwrap_err();
+        assert!(matches!(err, Error::Device(_)), "{err}");
+    }
 }

@@ -1404,6 +1404,39 @@ u.surface_create.format 32\nu.surface_create.width 1\nu.surface_create.height 2\
         }
     }
 
+    proptest::proptest! {
+        /// Random splices of a valid recording: typed errors or events, never a
+        /// panic, and nothing read past the input.
+        #[test]
+        fn random_mutations_never_panic(
+            edits in proptest::collection::vec((0usize..4096, 0u8..=255, 0usize..3), 1..8)
+        ) {
+            let mut d = sample();
+            for (at, byte, how) in edits {
+                let at = at % (d.len() + 1);
+                match how {
+                    0 => d.insert(at, byte),
+                    1 if at < d.len() => { d.remove(at); }
+                    _ => if let Some(b) = d.get_mut(at) { *b = byte },
+                }
+            }
+            if let Ok(mut r) = RecordReader::new(&d[..]) {
+                loop {
+                    match r.next_event() {
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(e) => {
+                            proptest::prop_assert!(matches!(e, Error::Record { .. }), "untyped error {}", e);
+                            proptest::prop_assert!(matches!(r.next_event(), Ok(None)), "events after an error");
+                            break;
+                        }
+                    }
+                }
+                proptest::prop_assert!(r.offset() <= u64::try_from(d.len()).unwrap());
+            }
+        }
+    }
+
     #[test]
     fn rejects_bad_magic_and_huge_sizes() {
         assert!(matches!(
