@@ -5,11 +5,18 @@
 //! - [`demo`]: the demo VMM (real device, synthetic guest, SPICE server).
 //! - [`record_replay`]: replaying a real guest's `SPICE_REPLAY` recording through the device.
 //! - [`cli`]: command-line options (QEMU `-spice` names).
+//! - [`pci`]: a PCI host bridge (configuration mechanism #1) and bus 0.
+//! - [`kvm`]: a minimal KVM VM with the QXL device on that bus (BARs as KVM
+//!   memory slots, irqfd with resample, notify ioeventfds).
+//! - [`event_handler`]: the event-manager subscriber that consumes the rings.
 //! - [`error`]: the crate's error type.
 
 pub mod cli;
 pub mod demo;
 pub mod error;
+pub mod event_handler;
+pub mod kvm;
+pub mod pci;
 pub mod record_replay;
 pub mod scene;
 
