@@ -201,6 +201,8 @@ struct Family {
     bucket_of: [u8; 256],
     /// Number of buckets.
     n_buckets: usize,
+    /// First and last context value of each bucket.
+    bucket_range: [(u8, u8); 8],
 }
 
 impl Family {
@@ -217,6 +219,7 @@ impl Family {
             unfold: [0; 256],
             bucket_of: [0; 256],
             n_buckets: 0,
+            bucket_range: [(0, 0); 8],
         };
         for l in 0..bpc {
             let li = l as usize;
@@ -262,6 +265,10 @@ impl Family {
             for v in start..=end {
                 f.bucket_of[v as usize] = bucket;
             }
+            f.bucket_range[usize::from(bucket)] = (
+                u8::try_from(start).unwrap_or(0),
+                u8::try_from(end).unwrap_or(0),
+            );
             bucket += 1;
             if end >= levels - 1 {
                 break;
@@ -343,30 +350,35 @@ impl State {
 /// Adaptive model of one channel.
 struct Model {
     /// Best code number per bucket.
-    best: [u8; 256],
+    best: [u8; 8],
+    /// Best code number per context value (`best` of the context's bucket,
+    /// kept in step by [`Model::update`]), saving a lookup per coded value.
+    code_of: [u8; 256],
     /// Per bucket, per code number: accumulated code lengths.
     counters: [[u32; 8]; 8],
 }
 
 impl Model {
     fn new(fam: &Family) -> Self {
+        let init = u8::try_from(fam.bpc - 1).unwrap_or(7);
         Self {
-            best: [u8::try_from(fam.bpc - 1).unwrap_or(7); 256],
+            best: [init; 8],
+            code_of: [init; 256],
             counters: [[0; 8]; 8],
         }
     }
 
     /// Code number for the context value `ctx`.
     #[inline(always)]
-    fn code_for(&self, fam: &Family, ctx: u8) -> usize {
-        usize::from(self.best[usize::from(fam.bucket_of[usize::from(ctx)])] & 7)
+    fn code_for(&self, ctx: u8) -> usize {
+        usize::from(self.code_of[usize::from(ctx)] & 7)
     }
 
     /// Adds the cost of coding `val` in the bucket of `ctx` to each code number's
     /// counter and picks the cheapest (ties keep the larger code number).
     #[inline]
     fn update(&mut self, fam: &Family, ctx: u8, val: u8, trigger: u32) {
-        let b = usize::from(fam.bucket_of[usize::from(ctx)]);
+        let b = usize::from(fam.bucket_of[usize::from(ctx)] & 7);
         let bpc = fam.bpc as usize;
         let lens = &fam.code[usize::from(val)];
         let counters = &mut self.counters[b];
@@ -380,7 +392,12 @@ impl Model {
                 best_len = counters[l];
             }
         }
-        self.best[b] = u8::try_from(best).unwrap_or(0);
+        let best = u8::try_from(best).unwrap_or(0);
+        if self.best[b] != best {
+            self.best[b] = best;
+            let (lo, hi) = fam.bucket_range[b];
+            self.code_of[usize::from(lo)..=usize::from(hi)].fill(best);
+        }
         if best_len > trigger {
             for c in &mut counters[..bpc] {
                 *c >>= 1;
@@ -686,8 +703,7 @@ impl<const N: usize> Coder<N> {
         let mut len = 0u32;
         for c in 0..N {
             let v = fam.fold[usize::from(xb[c].wrapping_sub(pb[c]) & mask8)];
-            let l =
-                usize::from(models[c].best[usize::from(fam.bucket_of[usize::from(ctx[c])])] & 7);
+            let l = models[c].code_for(ctx[c]);
             corr[c][i + 1] = v;
             last[c] = ctx[c];
             ctx[c] = v;
@@ -927,7 +943,7 @@ impl<const N: usize> Coder<N> {
         let mut out = [0u8; N];
         for c in 0..N {
             let m = &mut self.models[c];
-            let l = m.code_for(fam, self.corr[c][i]);
+            let l = m.code_for(self.corr[c][i]);
             let bits = r.word;
             let l32 = u32::try_from(l).unwrap_or(0);
             let (v, len) = if bits > fam.not_gr_prefix_mask[l] {
