@@ -140,6 +140,12 @@ impl Demo {
         })
     }
 
+    /// The address the SPICE server listens on (`None` once shut down); with
+    /// port 0 in the options this is where the picked port can be read.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.server.as_ref().map(SpiceServer::local_addr)
+    }
+
     /// The display worker (for screenshots).
     pub fn display(&self) -> &DisplayHandle {
         &self.display
