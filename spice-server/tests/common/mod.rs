@@ -483,6 +483,11 @@ impl Probe {
         v
     }
 
+    /// The probe's process id (to pause it with SIGSTOP in stall tests).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn send(&mut self, cmd: &str) {
         writeln!(self.stdin, "{cmd}").expect("write to probe");
         self.stdin.flush().expect("flush probe");
