@@ -784,6 +784,7 @@ impl<S: DisplaySink + Send + 'static> QxlVm<S> {
                 }
                 Ok(VcpuExit::Intr) => Ok(PortOutcome::Continue),
                 Ok(VcpuExit::Hlt) => Err(VmError::UnhandledExit("guest halted before DONE".into())),
+                Ok(VcpuExit::InternalError) => Err(VmError::UnhandledExit("InternalError".into())),
                 Ok(other) => Err(VmError::UnhandledExit(format!("{other:?}"))),
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                     Ok(PortOutcome::Continue)
@@ -796,9 +797,30 @@ impl<S: DisplaySink + Send + 'static> QxlVm<S> {
             match outcome {
                 Ok(PortOutcome::Continue) => {}
                 Ok(PortOutcome::Done) => return self.wait_halt(report, start),
+                Err(VmError::UnhandledExit(m)) if m == "InternalError" => {
+                    let detail = self.internal_error();
+                    return Err(VmError::UnhandledExit(detail).at_rip(self.rip()));
+                }
                 Err(e) => return Err(e.at_rip(self.rip())),
             }
         }
+    }
+
+    /// Describe a `KVM_EXIT_INTERNAL_ERROR` (sub-error and data words).
+    fn internal_error(&mut self) -> String {
+        let run = self.vcpu.get_kvm_run();
+        // SAFETY: the last exit was KVM_EXIT_INTERNAL_ERROR, for which the
+        // kernel fills the `internal` member of the exit union; all its fields
+        // are plain integers, valid for any bit pattern.
+        let internal = unsafe { run.__bindgen_anon_1.internal };
+        let n = usize::try_from(internal.ndata)
+            .unwrap_or(0)
+            .min(internal.data.len());
+        format!(
+            "KVM internal error, sub-error {} (1 = emulation failure), data {:x?}",
+            internal.suberror,
+            internal.data.get(..n).unwrap_or(&[])
+        )
     }
 
     /// After DONE: run on until the vCPU parks on its final `hlt`, which with

@@ -267,7 +267,7 @@ mod tests {
             device: 2,
             function: 0,
         });
-        assert!(root.add_function(slot, Box::new(rec.clone())).is_ok());
+        assert_eq!(root.add_function(slot, Box::new(rec.clone())), Ok(()));
         assert_eq!(
             root.add_function(slot, Box::new(rec.clone())),
             Err(PciError::SlotOccupied(slot))
