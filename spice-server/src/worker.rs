@@ -33,9 +33,10 @@
 //! queued natively after them — never both.
 //!
 //! Late joiners get a `Resync`: every surface they can have, whole, as images.
-//! Off-screen surfaces are created on clients (SURFACE_CREATE) except A1, and
-//! A8 unless the client has `SPICE_DISPLAY_CAP_A8_SURFACE`; those stay
-//! server-side and draws reading them reach the client as damage.
+//! Off-screen surfaces are created on clients (SURFACE_CREATE) except A1, A8
+//! unless the client has `SPICE_DISPLAY_CAP_A8_SURFACE`, and ARGB for clients
+//! without spice-common's canvas (spice-html5); those stay server-side and
+//! draws reading them reach the client as damage.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -118,15 +119,18 @@ impl DisplayItem {
     }
 }
 
-/// Whether a client gets surfaces of this format (the others stay server-side).
-pub const fn client_has_format(caps: &NativeCaps, f: SurfaceFormat) -> bool {
+/// Whether a client gets surface `id` of format `f` (the others stay server-side).
+///
+/// Clients without spice-common's canvas (spice-html5) get no off-screen ARGB
+/// surfaces: a browser canvas keeps 8-bit premultiplied alpha, so pixels read
+/// back from a half-transparent surface come out off by one. Copies from such a
+/// surface reach them as images of the result instead.
+pub const fn client_has_format(caps: &NativeCaps, id: u32, f: SurfaceFormat) -> bool {
     match f {
         SurfaceFormat::A1 => false,
         SurfaceFormat::A8 => caps.a8_surface && caps.full_canvas,
-        SurfaceFormat::Rgb555
-        | SurfaceFormat::Rgb565
-        | SurfaceFormat::Xrgb32
-        | SurfaceFormat::Argb32 => true,
+        SurfaceFormat::Argb32 => caps.full_canvas || id == 0,
+        SurfaceFormat::Rgb555 | SurfaceFormat::Rgb565 | SurfaceFormat::Xrgb32 => true,
     }
 }
 
@@ -398,7 +402,11 @@ fn client_surfaces(
 ) -> Vec<(u32, SurfaceCell)> {
     let mut v: Vec<(u32, SurfaceCell)> = surfaces
         .iter()
-        .filter(|(id, _)| formats.get(id).is_some_and(|f| client_has_format(caps, *f)))
+        .filter(|(id, _)| {
+            formats
+                .get(id)
+                .is_some_and(|f| client_has_format(caps, **id, *f))
+        })
         .map(|(id, c)| (*id, Arc::clone(c)))
         .collect();
     v.sort_by_key(|(id, _)| *id);
@@ -607,7 +615,7 @@ impl Worker {
         let content = s.surface_id == 0 || s.initial.is_some();
         self.display_clients.retain(|c| !c.outbox.is_closed());
         for c in &self.display_clients {
-            if !client_has_format(&c.caps, s.format) {
+            if !client_has_format(&c.caps, s.surface_id, s.format) {
                 continue;
             }
             let all = || client_surfaces(&self.surfaces, &self.formats, &c.caps);
@@ -628,7 +636,7 @@ impl Worker {
         let format = self.formats.remove(&id);
         self.display_clients.retain(|c| !c.outbox.is_closed());
         for c in &self.display_clients {
-            if !format.is_some_and(|f| client_has_format(&c.caps, f)) {
+            if !format.is_some_and(|f| client_has_format(&c.caps, id, f)) {
                 continue;
             }
             let all = || client_surfaces(&self.surfaces, &self.formats, &c.caps);
@@ -718,7 +726,7 @@ impl Worker {
         let has_surface = |id: u32| {
             self.formats
                 .get(&id)
-                .is_some_and(|f| client_has_format(&c.caps, *f))
+                .is_some_and(|f| client_has_format(&c.caps, id, *f))
         };
         if !has_surface(d.surface_id) {
             // The client does not have the target; draws reading it become damage.

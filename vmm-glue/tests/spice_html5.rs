@@ -107,26 +107,29 @@ impl Probe {
     }
 }
 
-/// Runs the probe against the SPICE server on `port`.
-fn run_probe(
+/// Starts the probe against the SPICE server on `port`, for a canvas of `size`.
+fn spawn_probe(
     port: u16,
     password: Option<&str>,
     expect_rgb: Option<&[u8]>,
     dir: &Path,
     timeout_s: u32,
-) -> Probe {
+    size: (u32, u32),
+) -> (std::process::Child, PathBuf, Instant) {
     require_browser_console();
     let out = dir.join("canvas.rgb");
     let _ = std::fs::remove_file(&out);
     let mut cmd = Command::new(python());
     cmd.arg(PROBE)
         .args(["--spice-port", &port.to_string()])
-        .args(["--size", &format!("{W}x{H}")])
+        .args(["--size", &format!("{}x{}", size.0, size.1)])
         .args(["--timeout", &timeout_s.to_string()])
         .arg("--out")
         .arg(&out)
         .arg("--log-dir")
-        .arg(dir);
+        .arg(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     if let Some(pw) = password {
         cmd.args(["--password", pw]);
     }
@@ -135,8 +138,16 @@ fn run_probe(
         std::fs::write(&f, rgb).unwrap();
         cmd.arg("--expect").arg(f);
     }
-    let t = Instant::now();
-    let res = cmd.output().expect("python3 runs the probe");
+    (
+        cmd.spawn().expect("python3 runs the probe"),
+        out,
+        Instant::now(),
+    )
+}
+
+/// Waits for a probe started by [`spawn_probe`].
+fn finish_probe((child, out, t): (std::process::Child, PathBuf, Instant)) -> Probe {
+    let res = child.wait_with_output().expect("the probe ends");
     let elapsed = t.elapsed();
     let stdout = String::from_utf8_lossy(&res.stdout);
     let report = stdout.lines().last().unwrap_or("").to_owned();
@@ -151,6 +162,24 @@ fn run_probe(
         rgb: std::fs::read(&out).ok(),
         elapsed,
     }
+}
+
+/// Runs the probe against the demo's SPICE server on `port` (a `W`×`H` desktop).
+fn run_probe(
+    port: u16,
+    password: Option<&str>,
+    expect_rgb: Option<&[u8]>,
+    dir: &Path,
+    timeout_s: u32,
+) -> Probe {
+    finish_probe(spawn_probe(
+        port,
+        password,
+        expect_rgb,
+        dir,
+        timeout_s,
+        (W, H),
+    ))
 }
 
 fn start_demo(password: Option<&str>, frames: u64, fps: u32) -> Demo {
@@ -271,6 +300,7 @@ fn static_frame(password: Option<&str>, label: &str) {
     assert_canvas_is(&p, &worker, "the worker's screenshot");
     assert_canvas_is(&p, &scene, "the scene's framebuffer");
     assert_only_known_warnings(&p);
+    assert_only_html5_messages(demo.display());
     print_timings(label, &p);
     demo.shutdown().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
@@ -334,6 +364,500 @@ fn browser_console_follows_the_animation_to_the_last_frame() {
     assert_canvas_is(&p, &bgrx_to_rgb(&bgrx), "the worker's screenshot");
     assert_canvas_is(&p, &scene, "the scene's framebuffer");
     assert_only_known_warnings(&p);
+    assert_only_html5_messages(demo.display());
+    // The terminal scrolls with COPY_BITS, which spice-html5 renders natively.
+    assert!(demo.display().messages_sent(MSG_COPY_BITS) > 0);
+    print_timings("mid-animation", &p);
     demo.shutdown().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ------------------------------------------------------------------ every draw type
+
+mod draws {
+    //! Draws of every kind straight into the server's display worker: spice-html5
+    //! must get what it renders natively (solid fills, plain copies, COPY_BITS) and
+    //! images of the result for the rest, so its canvas equals the worker's.
+    #![allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
+
+    use spice_server::command::{
+        BITMAP_TOP_DOWN, Bitmap, BitmapFormat, Brush, Clip, Command, CopyOp, DisplaySink, DrawOp,
+        Drawable, Image, ImageData, Palette, Point, Rect, Ropd, ScaleMode, SurfaceCmd,
+        SurfaceCreate, SurfaceFormat,
+    };
+
+    pub const W: u32 = 320;
+    pub const H: u32 = 240;
+
+    fn cmd(surface_id: u32, bbox: Rect, clip: Clip, op: DrawOp) -> Command {
+        Command::Draw(Drawable {
+            surface_id,
+            effect: 0,
+            self_bitmap: None,
+            bbox,
+            clip,
+            mm_time: 0,
+            surfaces_dest: [-1; 3],
+            surfaces_rects: [Rect::default(); 3],
+            op,
+        })
+    }
+
+    fn bytes(n: usize, seed: u32) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(12345);
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x >> 8) as u8
+            })
+            .collect()
+    }
+
+    fn bitmap(format: BitmapFormat, w: u32, h: u32, seed: u32, f: impl Fn(&mut [u8])) -> Image {
+        let stride = (w * format.bpp()).div_ceil(8).next_multiple_of(4);
+        let mut data = bytes((stride * h) as usize, seed);
+        f(&mut data);
+        let palette = format.has_palette().then(|| Palette {
+            unique: 0,
+            entries: bytes(4 << format.bpp(), seed ^ 0x55)
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], 0]))
+                .collect(),
+        });
+        Image {
+            id: 0,
+            flags: 0,
+            width: w,
+            height: h,
+            data: ImageData::Bitmap(Bitmap {
+                format,
+                flags: BITMAP_TOP_DOWN,
+                width: w,
+                height: h,
+                stride,
+                palette,
+                data,
+            }),
+        }
+    }
+
+    fn rgb32(w: u32, h: u32, seed: u32) -> Image {
+        bitmap(BitmapFormat::Rgb32, w, h, seed, |d| {
+            for p in d.chunks_exact_mut(4) {
+                p[3] = 0;
+            }
+        })
+    }
+
+    fn copy(src: Image, src_area: Rect, rop: u16, scale_mode: ScaleMode) -> DrawOp {
+        DrawOp::Copy(CopyOp {
+            src: Box::new(src),
+            src_area,
+            rop: Ropd(rop),
+            scale_mode,
+            mask: None,
+        })
+    }
+
+    fn fill(color: u32, rop: u16) -> DrawOp {
+        DrawOp::Fill {
+            brush: Brush::Solid(color),
+            rop: Ropd(rop),
+            mask: None,
+        }
+    }
+
+    fn surface(id: u32, format: SurfaceFormat, w: u32, h: u32) -> SurfaceCreate {
+        SurfaceCreate {
+            surface_id: id,
+            format,
+            width: w,
+            height: h,
+            stride: -((w * 4) as i32),
+            flags: 0,
+            position: 0,
+            initial: None,
+        }
+    }
+
+    /// Draws the test picture; returns what each step was, for messages.
+    pub fn play(d: &mut dyn DisplaySink) -> Vec<&'static str> {
+        let r = Rect::new;
+        let put = Ropd::OP_PUT;
+        let mut steps = Vec::new();
+        let mut go = |name: &'static str, c: Command| {
+            steps.push(name);
+            d.command(c);
+        };
+        let bg = rgb32(W, H, 1);
+        go(
+            "background copy",
+            cmd(
+                0,
+                r(0, 0, 320, 240),
+                Clip::None,
+                copy(bg, r(0, 0, 320, 240), put, ScaleMode::Nearest),
+            ),
+        );
+        go(
+            "solid fill",
+            cmd(0, r(4, 4, 60, 40), Clip::None, fill(0x0012_3456, put)),
+        );
+        go(
+            "clipped fill",
+            cmd(
+                0,
+                r(64, 4, 150, 60),
+                Clip::Rects(vec![r(64, 4, 90, 30), r(100, 20, 150, 60)]),
+                fill(0x00ff_8800, put),
+            ),
+        );
+        go(
+            "xor fill",
+            cmd(
+                0,
+                r(154, 4, 220, 60),
+                Clip::None,
+                fill(0x00f0_0f5a, Ropd::OP_XOR),
+            ),
+        );
+        go(
+            "invers",
+            cmd(
+                0,
+                r(224, 4, 300, 60),
+                Clip::None,
+                DrawOp::Invers { mask: None },
+            ),
+        );
+        go(
+            "plain copy",
+            cmd(
+                0,
+                r(4, 64, 68, 112),
+                Clip::None,
+                copy(rgb32(64, 48, 2), r(0, 0, 64, 48), put, ScaleMode::Nearest),
+            ),
+        );
+        go(
+            "clipped copy",
+            cmd(
+                0,
+                r(72, 64, 136, 112),
+                Clip::Rects(vec![r(72, 64, 100, 90), r(110, 80, 136, 112)]),
+                copy(rgb32(64, 48, 3), r(0, 0, 64, 48), put, ScaleMode::Nearest),
+            ),
+        );
+        go(
+            "scaled copy",
+            cmd(
+                0,
+                r(140, 64, 204, 112),
+                Clip::None,
+                copy(rgb32(32, 24, 4), r(0, 0, 32, 24), put, ScaleMode::Nearest),
+            ),
+        );
+        go(
+            "8-bit palette copy",
+            cmd(
+                0,
+                r(208, 64, 272, 112),
+                Clip::None,
+                copy(
+                    bitmap(BitmapFormat::EightBit, 64, 48, 5, |_| {}),
+                    r(0, 0, 64, 48),
+                    put,
+                    ScaleMode::Nearest,
+                ),
+            ),
+        );
+        go(
+            "rgba copy (alpha)",
+            cmd(
+                0,
+                r(4, 116, 68, 164),
+                Clip::None,
+                copy(
+                    bitmap(BitmapFormat::Rgba, 64, 48, 6, |d| {
+                        for p in d.chunks_exact_mut(4) {
+                            let a = p[3];
+                            for c in &mut p[..3] {
+                                *c = ((u16::from(*c) * u16::from(a)) / 255) as u8;
+                            }
+                        }
+                    }),
+                    r(0, 0, 64, 48),
+                    put,
+                    ScaleMode::Nearest,
+                ),
+            ),
+        );
+        go(
+            "blend",
+            cmd(
+                0,
+                r(72, 116, 136, 164),
+                Clip::None,
+                DrawOp::Blend(CopyOp {
+                    src: Box::new(rgb32(64, 48, 7)),
+                    src_area: r(0, 0, 64, 48),
+                    rop: Ropd(Ropd::OP_OR),
+                    scale_mode: ScaleMode::Nearest,
+                    mask: None,
+                }),
+            ),
+        );
+        go(
+            "rop3",
+            cmd(
+                0,
+                r(140, 116, 204, 164),
+                Clip::None,
+                DrawOp::Rop3 {
+                    src: Box::new(rgb32(64, 48, 8)),
+                    src_area: r(0, 0, 64, 48),
+                    brush: Brush::Solid(0x0033_cc99),
+                    rop3: 0xe2,
+                    scale_mode: ScaleMode::Nearest,
+                    mask: None,
+                },
+            ),
+        );
+        go(
+            "alpha blend",
+            cmd(
+                0,
+                r(208, 116, 272, 164),
+                Clip::None,
+                DrawOp::AlphaBlend {
+                    alpha_flags: 0,
+                    alpha: 100,
+                    src: Box::new(rgb32(64, 48, 9)),
+                    src_area: r(0, 0, 64, 48),
+                },
+            ),
+        );
+        go(
+            "copy bits",
+            cmd(
+                0,
+                r(276, 64, 316, 164),
+                Clip::None,
+                DrawOp::CopyBits {
+                    src_pos: Point { x: 4, y: 4 },
+                },
+            ),
+        );
+        // Off-screen surfaces, then copies from them to the primary.
+        go(
+            "xrgb surface",
+            Command::Surface(SurfaceCmd::Create(surface(
+                1,
+                SurfaceFormat::Xrgb32,
+                64,
+                48,
+            ))),
+        );
+        go(
+            "fill on surface 1",
+            cmd(1, r(0, 0, 64, 48), Clip::None, fill(0x0000_80ff, put)),
+        );
+        go(
+            "copy on surface 1",
+            cmd(
+                1,
+                r(8, 8, 40, 32),
+                Clip::None,
+                copy(rgb32(32, 24, 10), r(0, 0, 32, 24), put, ScaleMode::Nearest),
+            ),
+        );
+        go(
+            "argb surface",
+            Command::Surface(SurfaceCmd::Create(surface(
+                2,
+                SurfaceFormat::Argb32,
+                64,
+                48,
+            ))),
+        );
+        go(
+            "half-transparent copy on surface 2",
+            cmd(
+                2,
+                r(0, 0, 64, 48),
+                Clip::None,
+                copy(
+                    bitmap(BitmapFormat::Rgba, 64, 48, 11, |d| {
+                        for p in d.chunks_exact_mut(4) {
+                            p[3] = 0x80;
+                            for c in &mut p[..3] {
+                                *c >>= 1;
+                            }
+                        }
+                    }),
+                    r(0, 0, 64, 48),
+                    put,
+                    ScaleMode::Nearest,
+                ),
+            ),
+        );
+        let from = |id: u32| Image {
+            id: 0,
+            flags: 0,
+            width: 64,
+            height: 48,
+            data: ImageData::Surface(id),
+        };
+        go(
+            "copy from surface 1",
+            cmd(
+                0,
+                r(4, 170, 68, 218),
+                Clip::None,
+                copy(from(1), r(0, 0, 64, 48), put, ScaleMode::Nearest),
+            ),
+        );
+        go(
+            "copy from surface 2",
+            cmd(
+                0,
+                r(72, 170, 136, 218),
+                Clip::None,
+                copy(from(2), r(0, 0, 64, 48), put, ScaleMode::Nearest),
+            ),
+        );
+        go(
+            "destroy surface 2",
+            Command::Surface(SurfaceCmd::Destroy { surface_id: 2 }),
+        );
+        go(
+            "last fill",
+            cmd(0, r(316, 236, 320, 240), Clip::None, fill(0x00ab_cdef, put)),
+        );
+        steps
+    }
+}
+
+/// Every draw type through the server straight into spice-html5, once connected
+/// before the draws (native messages for what it renders, images for the rest)
+/// and once after them (the resync): the canvas must equal the worker's.
+#[test]
+fn browser_console_renders_every_draw_type_exactly() {
+    use spice_server::command::{DisplaySink, SurfaceCreate, SurfaceFormat};
+    let _one = BROWSER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _ = env_logger::builder().is_test(true).try_init();
+    let start = || {
+        let config = ServerConfig {
+            port: 0,
+            disable_ticketing: true,
+            ..ServerConfig::default()
+        };
+        let (server, mut display) =
+            spice_server::SpiceServer::start(config, Box::new(spice_server::NoInput)).unwrap();
+        display.create_primary(SurfaceCreate {
+            surface_id: 0,
+            format: SurfaceFormat::Xrgb32,
+            width: draws::W,
+            height: draws::H,
+            stride: -i32::try_from(draws::W * 4).unwrap(),
+            flags: 0,
+            position: 0,
+            initial: None,
+        });
+        (server, display)
+    };
+    // The expected picture, from a server nobody watches.
+    let want = {
+        let (server, mut display) = start();
+        draws::play(&mut display);
+        display.sync().unwrap();
+        let (w, h, bgrx) = display.screenshot(0).expect("primary exists");
+        assert_eq!((w, h), (draws::W, draws::H));
+        server.shutdown();
+        bgrx_to_rgb(&bgrx)
+    };
+    let size = (draws::W, draws::H);
+    let dir = scratch("draws");
+
+    // Connected first: the draws reach the browser as they happen.
+    let (server, mut display) = start();
+    let port = server.local_addr().port();
+    let probe = spawn_probe(port, None, Some(&want), &dir, 40, size);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while display.messages_sent(MSG_MARK) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "spice-html5 never got the primary"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let steps = draws::play(&mut display);
+    display.sync().unwrap();
+    let p = finish_probe(probe);
+    assert_eq!(
+        p.code,
+        Some(0),
+        "probe failed after {steps:?}: {}",
+        p.report
+    );
+    let (_, _, bgrx) = display.screenshot(0).expect("primary exists");
+    assert_canvas_is(&p, &bgrx_to_rgb(&bgrx), "the worker's screenshot");
+    assert_only_known_warnings(&p);
+    assert_only_html5_messages(&display);
+    for ty in [MSG_DRAW_FILL, MSG_DRAW_COPY] {
+        assert!(
+            display.messages_sent(ty) > 0,
+            "no native message of type {ty}"
+        );
+    }
+
+    // Connected afterwards: the resync brings the same picture.
+    let p = finish_probe(spawn_probe(port, None, Some(&want), &dir, 40, size));
+    assert_eq!(p.code, Some(0), "resync probe failed: {}", p.report);
+    assert_canvas_is(&p, &want, "the expected picture");
+    assert_only_known_warnings(&p);
+    server.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Asserts that the server sent spice-html5 only display messages it renders.
+fn assert_only_html5_messages(display: &spice_server::DisplayHandle) {
+    let sent: Vec<(u16, u64)> = (101..=330)
+        .map(|t| (t, display.messages_sent(t)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    eprintln!("display messages sent to spice-html5 (type, count): {sent:?}");
+    for (ty, n) in &sent {
+        assert!(
+            SPICE_HTML5_DRAWS.contains(ty),
+            "sent {n} display messages of type {ty}, which spice-html5 does not render"
+        );
+    }
+}
+
+/// `SPICE_MSG_DISPLAY_MARK`.
+const MSG_MARK: u16 = 102;
+/// `SPICE_MSG_DISPLAY_COPY_BITS`.
+const MSG_COPY_BITS: u16 = 104;
+/// `SPICE_MSG_DISPLAY_DRAW_FILL`.
+const MSG_DRAW_FILL: u16 = 302;
+/// `SPICE_MSG_DISPLAY_DRAW_COPY`.
+const MSG_DRAW_COPY: u16 = 304;
+/// Display messages spice-html5 handles (or harmlessly ignores: MARK,
+/// INVAL_ALL_PALETTES): display.js.
+const SPICE_HTML5_DRAWS: [u16; 10] = [
+    101, // MODE (ignored)
+    102, // MARK (ignored)
+    103, // RESET
+    MSG_COPY_BITS,
+    105, // INVAL_LIST
+    108, // INVAL_ALL_PALETTES (ignored)
+    MSG_DRAW_FILL,
+    MSG_DRAW_COPY,
+    314, // SURFACE_CREATE
+    315, // SURFACE_DESTROY
+];
