@@ -715,6 +715,10 @@ impl<S: DisplaySink + Send + 'static> QxlVm<S> {
     /// `timeout` passes. A watchdog thread kicks the vCPU out of `KVM_RUN`
     /// with a signal once the deadline is reached, so a guest that spins
     /// forever ends the run with [`VmError::Timeout`] instead of hanging.
+    ///
+    /// A run that ended in an error may leave the vCPU in the middle of an
+    /// instruction (an exit KVM expects to be completed): do not run the same
+    /// VM again after an error.
     pub fn run(&mut self, entry: VcpuEntry, timeout: Duration) -> VmResult<RunReport> {
         self.set_entry(entry)?;
         kick::install()?;

@@ -1188,3 +1188,124 @@ fn kvm_guest_drives_qxl_to_spice_client() {
     );
     server.shutdown();
 }
+
+// ---------------------------------------------------------------------------
+// The VM never hangs and never hides a guest problem.
+
+fn tiny_vm() -> Option<QxlVm<RecordingSink>> {
+    if let Err(reason) = kvm::probe_kvm() {
+        println!("SKIP: {reason}");
+        return None;
+    }
+    let vm = QxlVm::new(
+        VmConfig {
+            guest_ram_size: 4 << 20,
+            status_port: STATUS_PORT,
+            fail_port: FAIL_PORT,
+            ..VmConfig::default()
+        },
+        device_config(W, H),
+        RecordingSink::default(),
+    )
+    .unwrap();
+    Some(vm)
+}
+
+fn run_tiny(
+    vm: &mut QxlVm<RecordingSink>,
+    build: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>,
+    timeout: Duration,
+) -> Result<kvm::RunReport, VmError> {
+    let mut a = CodeAssembler::new(32).unwrap();
+    build(&mut a).unwrap();
+    let code = a.assemble(u64::from(CODE_BASE)).unwrap();
+    vm.load(u64::from(CODE_BASE), &code).unwrap();
+    vm.run(
+        VcpuEntry {
+            rip: u64::from(CODE_BASE),
+            rsp: u64::from(STACK_TOP),
+        },
+        timeout,
+    )
+}
+
+#[test]
+fn a_spinning_guest_times_out_instead_of_hanging() {
+    let Some(mut vm) = tiny_vm() else { return };
+    let start = std::time::Instant::now();
+    let res = run_tiny(
+        &mut vm,
+        |a| {
+            let mut l = a.create_label();
+            a.cli()?;
+            a.set_label(&mut l)?;
+            a.jmp(l)
+        },
+        Duration::from_millis(500),
+    );
+    assert!(
+        matches!(res, Err(VmError::Timeout(..))),
+        "expected a timeout, got {res:?}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn unhandled_exits_and_guest_failures_are_errors() {
+    // A fresh VM per case: a run that ended in an error leaves the vCPU in
+    // the middle of an instruction, so a VM is not re-run after one.
+    let Some(mut vm) = tiny_vm() else { return };
+    // An `out` to a port nobody decodes.
+    let res = run_tiny(
+        &mut vm,
+        |a| {
+            a.mov(al, 1u32)?;
+            a.out(0x80u32, al)?;
+            a.hlt()
+        },
+        Duration::from_secs(10),
+    );
+    match res {
+        Err(VmError::UnhandledExit(m)) => assert!(m.contains("port 0x80"), "{m}"),
+        other => panic!("expected an unhandled exit, got {other:?}"),
+    }
+    // A read of unbacked guest-physical memory (no BAR programmed).
+    let Some(mut vm) = tiny_vm() else { return };
+    let res = run_tiny(
+        &mut vm,
+        |a| {
+            a.mov(eax, dword_ptr(0xe000_0000u32))?;
+            a.hlt()
+        },
+        Duration::from_secs(10),
+    );
+    match res {
+        Err(VmError::UnhandledExit(m)) => assert!(m.contains("MMIO read"), "{m}"),
+        other => panic!("expected an unhandled MMIO exit, got {other:?}"),
+    }
+    // The guest's own failure report.
+    let Some(mut vm) = tiny_vm() else { return };
+    let res = run_tiny(
+        &mut vm,
+        |a| {
+            a.mov(eax, 0x1234u32)?;
+            a.mov(dx, u32::from(STATUS_PORT))?;
+            a.out(dx, eax)?;
+            a.mov(eax, 0x42u32)?;
+            a.mov(dx, u32::from(FAIL_PORT))?;
+            a.out(dx, eax)?;
+            a.hlt()
+        },
+        Duration::from_secs(10),
+    );
+    assert!(
+        matches!(
+            res,
+            Err(VmError::GuestFailed {
+                code: 0x42,
+                detail: 0x1234
+            })
+        ),
+        "{res:?}"
+    );
+}
