@@ -87,7 +87,7 @@ use vmm_glue::scene::{DesktopScene, Scene};
 
 const W: u32 = 1024;
 const H: u32 = 768;
-const FRAMES: u64 = 6;
+const FRAMES: u64 = 16;
 
 // Guest-physical layout.
 const GDT: u32 = 0x1000;
