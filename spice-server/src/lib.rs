@@ -30,5 +30,5 @@ pub mod worker;
 
 pub use error::Error;
 pub use inputs::{InputSink, NoInput};
-pub use server::{ImageCompression, ServerConfig, SpiceServer};
+pub use server::{ImageCompression, ServerConfig, SpiceServer, WanCompression};
 pub use worker::DisplayHandle;

@@ -57,15 +57,82 @@ use crate::link::{self, Linked};
 use crate::wire::{Caps, channel_type, display_cap, inputs_cap, link_err};
 use crate::worker::{self, DisplayHandle};
 
-/// Which image encoding the display channel uses for updates.
+/// Image compression, as libspice-server's `image-compression` setting
+/// (`SpiceImageCompression`; QEMU's `image-compression=`).
+///
+/// Every choice is further restricted per client to what it decodes: no LZ4
+/// without `SPICE_DISPLAY_CAP_LZ4_COMPRESSION`; no GLZ, ZLIB_GLZ, LZ_PLT or
+/// LZ4 for clients without spice-common's canvas (spice-html5); no GLZ when
+/// the client's GLZ window is 0, nor for images that are not part of a
+/// drawable (surface contents and damage). See
+/// [`crate::channel::display::images`] for the rules.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum ImageCompression {
-    /// Uncompressed 32-bit BITMAP images only.
+    /// Uncompressed BITMAP images only.
     Off,
-    /// LZ4 for clients that announce `SPICE_DISPLAY_CAP_LZ4_COMPRESSION`,
-    /// BITMAP for the others.
+    /// Per image: photo-like images as QUIC, the others as GLZ (LZ where
+    /// GLZ cannot be used).
+    #[default]
+    AutoGlz,
+    /// Per image: photo-like images as QUIC, the others as LZ.
+    AutoLz,
+    /// QUIC where possible (not palette images, at least 3×3), else BITMAP.
+    Quic,
+    /// GLZ where possible, else LZ.
+    Glz,
+    /// LZ (LZ_RGB, LZ_PLT).
+    Lz,
+    /// LZ4 for RGB images of clients with the LZ4 cap, else LZ.
+    Lz4,
+}
+
+impl ImageCompression {
+    /// The mode a `SPICE_MSGC_DISPLAY_PREFERRED_COMPRESSION` value names
+    /// (`SpiceImageCompression`: OFF 1, AUTO_GLZ 2, AUTO_LZ 3, QUIC 4, GLZ 5,
+    /// LZ 6, LZ4 7); `None` for INVALID and unknown values.
+    #[must_use]
+    pub const fn from_wire(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::Off,
+            2 => Self::AutoGlz,
+            3 => Self::AutoLz,
+            4 => Self::Quic,
+            5 => Self::Glz,
+            6 => Self::Lz,
+            7 => Self::Lz4,
+            _ => return None,
+        })
+    }
+
+    /// The QEMU / libspice-server name of this mode.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::AutoGlz => "auto_glz",
+            Self::AutoLz => "auto_lz",
+            Self::Quic => "quic",
+            Self::Glz => "glz",
+            Self::Lz => "lz",
+            Self::Lz4 => "lz4",
+        }
+    }
+}
+
+/// `jpeg-wan-compression` / `zlib-glz-wan-compression` (`SpiceWanCompression`).
+///
+/// `Auto` enables the codec for low-bandwidth clients only. This server does
+/// not measure client bandwidth (spice-server's network test), so every
+/// client counts as LAN and `Auto` behaves like `Never`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WanCompression {
+    /// Only for low-bandwidth clients (none, see above).
     #[default]
     Auto,
+    /// Never.
+    Never,
+    /// For every client.
+    Always,
 }
 
 /// Server configuration.
@@ -82,8 +149,13 @@ pub struct ServerConfig {
     pub ticket_expiry: Option<Duration>,
     /// Accept every client without checking its ticket.
     pub disable_ticketing: bool,
-    /// Image encoding for display updates.
+    /// Image compression for display updates (a client may override it
+    /// with `PREFERRED_COMPRESSION`).
     pub image_compression: ImageCompression,
+    /// JPEG (lossy) instead of QUIC for photo-like images.
+    pub jpeg_wan_compression: WanCompression,
+    /// zlib-wrapped GLZ (`ZLIB_GLZ_RGB`) when it is smaller than the GLZ data.
+    pub zlib_glz_wan_compression: WanCompression,
     /// The VMM has an absolute pointing device: offer (and start in) client mouse mode.
     pub absolute_pointer: bool,
     /// Time a new connection has to finish the link handshake.
@@ -100,7 +172,9 @@ impl Default for ServerConfig {
             password: None,
             ticket_expiry: None,
             disable_ticketing: false,
-            image_compression: ImageCompression::Auto,
+            image_compression: ImageCompression::AutoGlz,
+            jpeg_wan_compression: WanCompression::Auto,
+            zlib_glz_wan_compression: WanCompression::Auto,
             absolute_pointer: false,
             handshake_timeout: Duration::from_secs(10),
             max_pending_links: 64,

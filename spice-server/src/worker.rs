@@ -47,6 +47,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use crate::Error;
 use crate::canvas::{self, DrawOutcome, Pixels, Surface, SurfaceSource};
 use crate::channel::display::draw_marshal::{self, NativeCaps};
+use crate::channel::display::images::ImageCounters;
 use crate::channel::outbox::{Outbox, OutboxState};
 use crate::command::{
     AreaPixels, Brush, Command, Cursor, CursorCmd, DisplaySink, DrawOp, Drawable, ImageData,
@@ -138,14 +139,22 @@ pub const fn client_has_format(caps: &NativeCaps, id: u32, f: SurfaceFormat) -> 
 #[derive(Debug)]
 pub struct DisplayStats {
     counts: Vec<std::sync::atomic::AtomicU64>,
+    bytes: Vec<std::sync::atomic::AtomicU64>,
+    /// Images sent, by image type.
+    pub images: ImageCounters,
 }
 
 impl Default for DisplayStats {
     fn default() -> Self {
-        Self {
-            counts: (0..512)
+        let v = || {
+            (0..512)
                 .map(|_| std::sync::atomic::AtomicU64::new(0))
-                .collect(),
+                .collect()
+        };
+        Self {
+            counts: v(),
+            bytes: v(),
+            images: ImageCounters::default(),
         }
     }
 }
@@ -156,6 +165,23 @@ impl DisplayStats {
         if let Some(c) = self.counts.get(usize::from(ty)) {
             c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+
+    /// Counts `n` body bytes of a message of type `ty`.
+    pub fn count_bytes(&self, ty: u16, n: usize) {
+        if let Some(c) = self.bytes.get(usize::from(ty)) {
+            c.fetch_add(
+                u64::try_from(n).unwrap_or(u64::MAX),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Body bytes of messages of type `ty` sent so far.
+    pub fn bytes_sent(&self, ty: u16) -> u64 {
+        self.bytes
+            .get(usize::from(ty))
+            .map_or(0, |c| c.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Messages of type `ty` sent so far (all display clients together).
@@ -260,6 +286,18 @@ impl DisplayHandle {
     /// connections together); e.g. `302` counts native DRAW_FILLs.
     pub fn messages_sent(&self, ty: u16) -> u64 {
         self.stats.sent(ty)
+    }
+
+    /// Body bytes (without headers) of display messages of type `ty` sent so far.
+    pub fn bytes_sent(&self, ty: u16) -> u64 {
+        self.stats.bytes_sent(ty)
+    }
+
+    /// Images of `SpiceImageType` `ty` sent so far (all display connections
+    /// together) and the bytes they took, descriptor included; e.g. `103`
+    /// counts pixmap cache hits (`FROM_CACHE`).
+    pub fn images_sent(&self, ty: u8) -> (u64, u64) {
+        self.stats.images.sent(ty)
     }
 
     /// The counters display connections update.

@@ -9,8 +9,17 @@
 //! `flags u16` (NONE 1 = no shape) and, when a shape is present, a header
 //! {unique u64, type u8, width u16, height u16, hot_spot_x u16,
 //! hot_spot_y u16} followed by the pixel data up to the end of the message
-//! (ALPHA: width×height×4 bytes B,G,R,A). This server does not use the cursor
-//! cache: shapes are always sent in full, without CACHE_ME.
+//! (ALPHA: width×height×4 bytes B,G,R,A).
+//!
+//! # Cursor cache
+//! Each connection tracks the client's cursor cache ([`CursorCache`], 256
+//! entries, LRU, like spice-server's `CLIENT_CURSOR_CACHE_SIZE`): a shape
+//! whose `unique` is non-zero is sent once with `CACHE_ME` and afterwards as
+//! `FROM_CACHE` with its header only. A `unique` the guest reuses for a
+//! different shape is sent in full again (the client replaces its entry).
+//! Evicting an entry sends `INVAL_ONE` before the message that needs the
+//! room. spice-gtk clears its cache on INIT and RESET, and so does the
+//! tracker; each connection starts with an empty cache.
 
 use std::sync::Arc;
 
@@ -26,42 +35,143 @@ use crate::worker::{CURSOR_OUTBOX_CAP, CursorItem, CursorState};
 const MAX_CURSOR_MSG: u32 = 1024;
 /// `SPICE_CURSOR_FLAGS_NONE`.
 const CURSOR_FLAGS_NONE: u16 = 1;
+/// `SPICE_CURSOR_FLAGS_CACHE_ME`.
+pub const CURSOR_FLAGS_CACHE_ME: u16 = 2;
+/// `SPICE_CURSOR_FLAGS_FROM_CACHE`.
+pub const CURSOR_FLAGS_FROM_CACHE: u16 = 4;
+/// `SPICE_MSG_CURSOR_INVAL_ONE`.
+pub const INVAL_ONE: u16 = 107;
+/// `SPICE_MSG_CURSOR_INVAL_ALL`.
+pub const INVAL_ALL: u16 = 108;
+/// Cursors a client caches (`CLIENT_CURSOR_CACHE_SIZE`).
+pub const CURSOR_CACHE_ENTRIES: usize = 256;
+
+/// Server-side copy of a client's cursor cache.
+#[derive(Debug, Default)]
+pub struct CursorCache {
+    /// unique → (content hash, LRU tick).
+    entries: std::collections::HashMap<u64, (u64, u64)>,
+    lru: std::collections::BTreeMap<u64, u64>,
+    tick: u64,
+    /// Evicted uniques the client has not been told about.
+    evicted: Vec<u64>,
+    /// Shapes sent from the cache so far.
+    pub hits: u64,
+}
+
+impl CursorCache {
+    /// Forgets everything (the client cleared its cache).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.lru.clear();
+        self.evicted.clear();
+    }
+
+    /// The flags a shape goes with: `FROM_CACHE` (header only), `CACHE_ME`
+    /// or 0 (uncacheable, `unique` 0).
+    pub fn flags_for(&mut self, c: &Cursor) -> u16 {
+        if c.unique == 0 {
+            return 0;
+        }
+        let hash = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            (c.kind as u8, c.width, c.height, c.hot_spot_x, c.hot_spot_y).hash(&mut h);
+            c.data.hash(&mut h);
+            h.finish()
+        };
+        self.tick += 1;
+        let tick = self.tick;
+        if let Some(e) = self.entries.get_mut(&c.unique) {
+            self.lru.remove(&e.1);
+            e.1 = tick;
+            self.lru.insert(tick, c.unique);
+            if e.0 == hash {
+                self.hits += 1;
+                return CURSOR_FLAGS_FROM_CACHE;
+            }
+            e.0 = hash;
+            return CURSOR_FLAGS_CACHE_ME;
+        }
+        while self.entries.len() >= CURSOR_CACHE_ENTRIES {
+            let Some((t, u)) = self.lru.iter().next().map(|(t, u)| (*t, *u)) else {
+                break;
+            };
+            self.lru.remove(&t);
+            self.entries.remove(&u);
+            self.evicted.push(u);
+        }
+        self.entries.insert(c.unique, (hash, tick));
+        self.lru.insert(tick, c.unique);
+        CURSOR_FLAGS_CACHE_ME
+    }
+
+    /// Uniques evicted since the last call (send INVAL_ONE for each first).
+    pub fn take_evicted(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.evicted)
+    }
+}
 
 fn point16(w: &mut Writer, p: Point16) {
     w.i16(p.x).i16(p.y);
 }
 
-/// Appends a `SpiceCursor`.
+/// Appends a `SpiceCursor` (always in full, without cache flags).
 pub fn write_cursor(w: &mut Writer, shape: Option<&Cursor>) {
+    write_cursor_flags(w, shape, 0);
+}
+
+/// Appends a `SpiceCursor` with cache `flags` (`FROM_CACHE`: header only).
+pub fn write_cursor_flags(w: &mut Writer, shape: Option<&Cursor>, flags: u16) {
     match shape {
         None => {
             w.u16(CURSOR_FLAGS_NONE);
         }
         Some(c) => {
-            w.u16(0)
+            w.u16(flags)
                 .u64(c.unique)
                 .u8(c.kind as u8)
                 .u16(c.width)
                 .u16(c.height)
                 .u16(c.hot_spot_x)
-                .u16(c.hot_spot_y)
-                .bytes(&c.data);
+                .u16(c.hot_spot_y);
+            if flags & CURSOR_FLAGS_FROM_CACHE == 0 {
+                w.bytes(&c.data);
+            }
         }
     }
 }
 
-/// Builds the body of a cursor message for an item.
+/// Builds the body of a cursor message for an item, without the cache.
 pub fn item_body(item: &CursorItem) -> (u16, Vec<u8>) {
+    item_body_cached(item, None)
+}
+
+/// Builds the body of a cursor message for an item, using and updating the
+/// client's cursor cache when given (INIT and RESET clear it, as the client
+/// does).
+pub fn item_body_cached(item: &CursorItem, mut cache: Option<&mut CursorCache>) -> (u16, Vec<u8>) {
+    if matches!(item, CursorItem::Init(_) | CursorItem::Reset)
+        && let Some(c) = cache.as_deref_mut()
+    {
+        c.clear();
+    }
+    let mut flags_for = |shape: Option<&Cursor>| match (shape, cache.as_deref_mut()) {
+        (Some(s), Some(c)) => c.flags_for(s),
+        _ => 0,
+    };
     let mut w = Writer::new();
     let ty = match item {
         CursorItem::Init(s) => {
-            init(&mut w, s);
+            let f = flags_for(s.shape.as_deref());
+            init(&mut w, s, f);
             msg_cursor::INIT
         }
         CursorItem::Set(s) => {
             point16(&mut w, s.position);
             w.u8(u8::from(s.visible));
-            write_cursor(&mut w, s.shape.as_deref());
+            let f = flags_for(s.shape.as_deref());
+            write_cursor_flags(&mut w, s.shape.as_deref(), f);
             msg_cursor::SET
         }
         CursorItem::Move(p) => {
@@ -78,11 +188,11 @@ pub fn item_body(item: &CursorItem) -> (u16, Vec<u8>) {
     (ty, w.finish())
 }
 
-fn init(w: &mut Writer, s: &CursorState) {
+fn init(w: &mut Writer, s: &CursorState, flags: u16) {
     point16(w, s.position);
     w.u16(s.trail.0).u16(s.trail.1);
     w.u8(u8::from(s.visible && s.shape.is_some()));
-    write_cursor(w, s.shape.as_deref());
+    write_cursor_flags(w, s.shape.as_deref(), flags);
 }
 
 /// Runs a cursor channel connection until it closes.
@@ -116,6 +226,7 @@ pub(crate) fn run(shared: &Arc<Shared>, conn: &Conn) -> Result<(), Error> {
     };
 
     let mut result = Ok(());
+    let mut cache = CursorCache::default();
     while let Some(item) = outbox.pop() {
         // In client mouse mode the client draws the pointer where the user's
         // mouse is: guest moves are not forwarded (spice-server does the same).
@@ -125,8 +236,14 @@ pub(crate) fn run(shared: &Arc<Shared>, conn: &Conn) -> Result<(), Error> {
         {
             continue;
         }
-        let (ty, body) = item_body(&item);
-        if let Err(e) = out.send(ty, &body) {
+        let (ty, body) = item_body_cached(&item, Some(&mut cache));
+        let mut sent = Ok(());
+        for u in cache.take_evicted() {
+            let mut w = Writer::new();
+            w.u64(u);
+            sent = sent.and_then(|()| out.send(INVAL_ONE, &w.finish()));
+        }
+        if let Err(e) = sent.and_then(|()| out.send(ty, &body)) {
             result = Err(e);
             break;
         }
@@ -167,5 +284,46 @@ mod tests {
         assert_eq!(&b[16..18], &2u16.to_le_bytes());
         let (ty, b) = item_body(&CursorItem::Init(CursorState::default()));
         assert_eq!((ty, b.len()), (msg_cursor::INIT, 11));
+    }
+
+    fn shape(unique: u64, fill: u8) -> CursorState {
+        CursorState {
+            shape: Some(Arc::new(Cursor {
+                unique,
+                kind: CursorType::Alpha,
+                width: 2,
+                height: 1,
+                hot_spot_x: 0,
+                hot_spot_y: 0,
+                data: vec![fill; 8],
+            })),
+            position: Point16 { x: 0, y: 0 },
+            visible: true,
+            trail: (0, 0),
+        }
+    }
+
+    #[test]
+    fn cursor_cache_hits_replaces_and_evicts() {
+        let mut c = CursorCache::default();
+        let (_, b) = item_body_cached(&CursorItem::Set(shape(7, 1)), Some(&mut c));
+        assert_eq!(&b[5..7], &CURSOR_FLAGS_CACHE_ME.to_le_bytes());
+        assert_eq!(b.len(), 24 + 8);
+        let (_, b) = item_body_cached(&CursorItem::Set(shape(7, 1)), Some(&mut c));
+        assert_eq!(&b[5..7], &CURSOR_FLAGS_FROM_CACHE.to_le_bytes());
+        assert_eq!(b.len(), 24, "header only");
+        // same unique, other pixels: sent again in full
+        let (_, b) = item_body_cached(&CursorItem::Set(shape(7, 2)), Some(&mut c));
+        assert_eq!(&b[5..7], &CURSOR_FLAGS_CACHE_ME.to_le_bytes());
+        // unique 0 is never cached
+        let (_, b) = item_body_cached(&CursorItem::Set(shape(0, 1)), Some(&mut c));
+        assert_eq!(&b[5..7], &0u16.to_le_bytes());
+        for u in 100..100 + CURSOR_CACHE_ENTRIES as u64 {
+            item_body_cached(&CursorItem::Set(shape(u, 3)), Some(&mut c));
+        }
+        assert_eq!(c.take_evicted(), vec![7]);
+        // INIT clears (the client clears too)
+        item_body_cached(&CursorItem::Init(shape(100, 3)), Some(&mut c));
+        assert_eq!(c.entries.len(), 1);
     }
 }

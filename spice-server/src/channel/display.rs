@@ -29,9 +29,11 @@
 
 #[path = "draw_marshal.rs"]
 pub mod draw_marshal;
+#[path = "images.rs"]
+pub mod images;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLockReadGuard};
 
 use super::outbox::Outbox;
@@ -40,10 +42,11 @@ use crate::Error;
 use crate::canvas::Surface;
 use crate::codecs::{ImageRef, PixelFormat, lz4};
 use crate::command::{Rect, Ropd, SurfaceFormat};
-use crate::server::{ImageCompression, Shared};
+use crate::server::{ImageCompression, Shared, WanCompression};
 use crate::wire::{MessageWriter, Reader, Writer, display_cap, msg_base, msg_display};
 use crate::worker::{DISPLAY_OUTBOX_CAP, DisplayItem, DisplayStats, SurfaceCell};
 use draw_marshal::NativeCaps;
+use images::{ClientDecoders, ClientImages, ImageCounters, Policy, RES_TYPE_PIXMAP};
 
 /// Largest client message on the display channel.
 const MAX_DISPLAY_MSG: u32 = 4096;
@@ -55,26 +58,16 @@ const SURFACE_FMT_32_ARGB: u32 = 96;
 const SURFACE_FMT_8_A: u32 = 8;
 /// `SPICE_SURFACE_FLAGS_PRIMARY`.
 const SURFACE_FLAGS_PRIMARY: u32 = 1;
-/// `SPICE_IMAGE_TYPE_BITMAP`.
-const IMAGE_TYPE_BITMAP: u8 = 0;
-/// `SPICE_IMAGE_TYPE_LZ4`.
-const IMAGE_TYPE_LZ4: u8 = 109;
-/// `SPICE_BITMAP_FMT_32BIT`.
-const BITMAP_FMT_32BIT: u8 = 8;
-/// `SPICE_BITMAP_FMT_RGBA`.
-const BITMAP_FMT_RGBA: u8 = 9;
-/// `SPICE_BITMAP_FLAGS_TOP_DOWN`.
-const BITMAP_FLAGS_TOP_DOWN: u8 = 4;
-/// `SPICE_IMAGE_COMPRESSION_OFF`.
-const PREF_COMPRESSION_OFF: u8 = 1;
-/// `SPICE_IMAGE_COMPRESSION_LZ4`.
-const PREF_COMPRESSION_LZ4: u8 = 7;
+/// `SPICE_MSG_DISPLAY_INVAL_LIST`.
+pub const INVAL_LIST: u16 = 105;
+/// `SPICE_MSG_DISPLAY_INVAL_ALL_PIXMAPS`.
+pub const INVAL_ALL_PIXMAPS: u16 = 106;
+/// `SPICE_MSG_DISPLAY_INVAL_PALETTE`.
+pub const INVAL_PALETTE: u16 = 107;
 /// `SPICE_DISPLAY_CAP_COMPOSITE`.
 const CAP_COMPOSITE: u32 = 2;
 /// `SPICE_DISPLAY_CAP_A8_SURFACE`.
 const CAP_A8_SURFACE: u32 = 3;
-/// Images smaller than this are sent uncompressed.
-const MIN_COMPRESS_BYTES: usize = 256;
 
 /// The `SpiceSurfaceFmt` a surface of this guest format has on clients
 /// (the canvas keeps 16-bit surfaces as 32-bit xRGB, and so do clients).
@@ -116,16 +109,17 @@ pub fn lz4_image_data(width: u32, height: u32, pixels: &[u8], rgba: bool) -> Opt
 }
 
 /// Builds a DRAW_COPY of `area` of `surface_id` from its BGRX (or BGRA when
-/// `rgba`) top-down pixels.
+/// `rgba`) top-down pixels, the image encoded and cached by `images`.
 pub fn draw_copy_body(
     surface_id: u32,
     area: &Rect,
     pixels: &[u8],
-    lz4: bool,
     rgba: bool,
+    images: &mut ClientImages,
+    counters: Option<&ImageCounters>,
 ) -> Result<Vec<u8>, Error> {
     let (w, h) = (area.width(), area.height());
-    let mut b = Writer::with_capacity(pixels.len() + 128);
+    let mut b = Writer::with_capacity(pixels.len() / 2 + 128);
     b.u32(surface_id).rect(area).u8(0); // DisplayBase, CLIP_TYPE_NONE
     let src = b.ptr();
     b.rect(&Rect::new(
@@ -137,38 +131,19 @@ pub fn draw_copy_body(
     b.u16(Ropd::OP_PUT).u8(0); // rop, scale mode
     b.u8(0).i32(0).i32(0).u32(0); // QMask: no mask
     b.fill_ptr(src)?;
-    let compressed = if lz4 && pixels.len() >= MIN_COMPRESS_BYTES {
-        lz4_image_data(w, h, pixels, rgba).filter(|d| d.len() < pixels.len())
-    } else {
-        None
-    };
-    let image_type = if compressed.is_some() {
-        IMAGE_TYPE_LZ4
-    } else {
-        IMAGE_TYPE_BITMAP
-    };
-    b.u64(0).u8(image_type).u8(0).u32(w).u32(h);
-    match compressed {
-        Some(d) => {
-            b.u32(u32::try_from(d.len()).map_err(|_| Error::Malformed("image size"))?)
-                .bytes(&d);
-        }
-        None => {
-            let stride = w.checked_mul(4).ok_or(Error::Malformed("stride"))?;
-            b.u8(if rgba {
-                BITMAP_FMT_RGBA
-            } else {
-                BITMAP_FMT_32BIT
-            })
-            .u8(BITMAP_FLAGS_TOP_DOWN)
-            .u32(w)
-            .u32(h)
-            .u32(stride)
-            .u32(0) // no palette
-            .bytes(pixels);
-        }
-    }
+    images.put_pixels(&mut b, w, h, pixels, rgba, surface_id == 0, counters)?;
     Ok(b.finish())
+}
+
+/// What the display reader learnt from the client, for its writer.
+#[derive(Debug, Default)]
+struct ClientPrefs {
+    /// `pixmap_cache_size` from DISPLAY_INIT (pixels).
+    cache_pixels: AtomicU64,
+    /// `glz_dictionary_window_size` from DISPLAY_INIT (pixels).
+    glz_window: AtomicU32,
+    /// PREFERRED_COMPRESSION value (0 = none yet).
+    preferred: AtomicU8,
 }
 
 /// Pixels read from one surface for a pixel item.
@@ -258,10 +233,16 @@ fn next_ready(outbox: &Outbox<DisplayItem>) -> Option<Ready> {
 struct Sender<'a> {
     out: MessageWriter<std::net::TcpStream>,
     outbox: &'a Outbox<DisplayItem>,
-    lz4: &'a AtomicBool,
     stats: &'a DisplayStats,
     /// Surfaces created on the client.
     known: BTreeMap<u32, SurfaceCell>,
+    /// Codecs and caches of this client.
+    images: ClientImages,
+    prefs: &'a ClientPrefs,
+    /// Server defaults the client's preference overrides.
+    base: Policy,
+    /// The caches were reset on the client (first message after DISPLAY_INIT).
+    started: bool,
 }
 
 impl Sender<'_> {
@@ -269,6 +250,51 @@ impl Sender<'_> {
         self.out.send(ty, body)?;
         self.outbox.sent(1);
         self.stats.count(ty);
+        self.stats.count_bytes(ty, body.len());
+        Ok(())
+    }
+
+    /// Applies what the reader learnt (cache size, GLZ window, preference);
+    /// on the first call, clears the client's caches.
+    fn refresh(&mut self) -> Result<(), Error> {
+        let mut p = self.base;
+        p.client.glz_window = self.prefs.glz_window.load(Ordering::Relaxed);
+        if let Some(m) = ImageCompression::from_wire(self.prefs.preferred.load(Ordering::Relaxed)) {
+            p.mode = m;
+        }
+        if p != self.images.policy {
+            log::debug!(
+                "display: image compression {} for this client",
+                p.mode.name()
+            );
+            self.images.policy = p;
+        }
+        if !self.started {
+            self.started = true;
+            let pixels = self.prefs.cache_pixels.load(Ordering::Relaxed);
+            self.images.pixmaps = images::PixmapCache::new(pixels);
+            self.send(INVAL_ALL_PIXMAPS, &[0])?; // no wait list
+            self.send(msg_display::INVAL_ALL_PALETTES, &[])?;
+        }
+        Ok(())
+    }
+
+    /// Sends the invalidations the message just marshalled needs first.
+    fn invalidations(&mut self) -> Result<(), Error> {
+        let (pixmaps, palettes) = self.images.take_invalidations();
+        for chunk in pixmaps.chunks(usize::from(u16::MAX)) {
+            let mut w = Writer::with_capacity(2 + 9 * chunk.len());
+            w.u16(u16::try_from(chunk.len()).unwrap_or(u16::MAX));
+            for id in chunk {
+                w.u8(RES_TYPE_PIXMAP).u64(*id);
+            }
+            self.send(INVAL_LIST, &w.finish())?;
+        }
+        for id in palettes {
+            let mut w = Writer::new();
+            w.u64(id);
+            self.send(INVAL_PALETTE, &w.finish())?;
+        }
         Ok(())
     }
 
@@ -310,9 +336,17 @@ impl Sender<'_> {
         {
             return Ok(());
         }
-        let lz4 = self.lz4.load(Ordering::Relaxed);
         for (r, px) in &c.images {
-            let body = draw_copy_body(c.id, r, px, lz4, has_alpha(c.format))?;
+            self.images.begin_message();
+            let body = draw_copy_body(
+                c.id,
+                r,
+                px,
+                has_alpha(c.format),
+                &mut self.images,
+                Some(&self.stats.images),
+            )?;
+            self.invalidations()?;
             self.send(msg_display::DRAW_COPY, &body)?;
         }
         Ok(())
@@ -339,8 +373,13 @@ impl Sender<'_> {
             DisplayItem::Destroy(id) => self.destroy(id)?,
             DisplayItem::Draw(d, _) => {
                 if self.known.contains_key(&d.surface_id) {
-                    let (ty, body) =
-                        draw_marshal::marshal_draw(&d, self.lz4.load(Ordering::Relaxed))?;
+                    self.images.begin_message();
+                    let (ty, body) = draw_marshal::marshal_draw_with(
+                        &d,
+                        &mut self.images,
+                        Some(&self.stats.images),
+                    )?;
+                    self.invalidations()?;
                     self.send(ty, &body)?;
                 }
             }
@@ -377,6 +416,11 @@ impl Sender<'_> {
                     self.destroy(id)?;
                 }
                 self.send(msg_display::RESET, &[])?;
+                // spice-gtk drops its palettes on RESET; its pixmaps are
+                // dropped too, so that a reset starts from empty caches.
+                self.images.palettes.clear();
+                self.images.pixmaps.clear();
+                self.send(INVAL_ALL_PIXMAPS, &[0])?;
             }
         }
         Ok(())
@@ -394,34 +438,41 @@ pub(crate) fn run(shared: &Arc<Shared>, conn: &Conn) -> Result<(), Error> {
         a8_surface: conn.request.channel_caps.has(CAP_A8_SURFACE),
         lz4: false,
     };
-    let lz4 = Arc::new(AtomicBool::new(
-        client_lz4 && shared.config.image_compression == ImageCompression::Auto,
-    ));
+    let cfg = &shared.config;
+    let wan = |w: WanCompression| w == WanCompression::Always;
+    let base = Policy {
+        mode: cfg.image_compression,
+        jpeg: wan(cfg.jpeg_wan_compression),
+        zlib_glz: wan(cfg.zlib_glz_wan_compression),
+        client: ClientDecoders {
+            full_canvas: caps.full_canvas,
+            lz4: client_lz4,
+            glz_window: 0,
+        },
+    };
     log::info!(
-        "{}: image updates as {}",
+        "{}: image compression {} (client: {}{}), JPEG {}",
         conn.name(),
-        if lz4.load(Ordering::Relaxed) {
-            "LZ4"
-        } else {
-            "BITMAP"
-        }
-    );
-    log::info!(
-        "{}: native draws for a {} client",
-        conn.name(),
+        base.mode.name(),
         if caps.full_canvas {
-            "full-canvas"
+            "spice-common canvas"
         } else {
-            "limited"
-        }
+            "limited decoders"
+        },
+        if client_lz4 { ", LZ4" } else { "" },
+        if base.jpeg { "on" } else { "off" }
     );
     let stats = Arc::clone(shared.display.stats());
+    let prefs = Arc::new(ClientPrefs::default());
     let mut sender = Sender {
         out: MessageWriter::new(conn.stream.try_clone()?, conn.header),
         outbox: &outbox,
-        lz4: &lz4,
         stats: &stats,
         known: BTreeMap::new(),
+        images: ClientImages::new(base, 0),
+        prefs: &prefs,
+        base,
+        started: false,
     };
     let (generation, window) = outbox.start_ack();
     let mut w = Writer::new();
@@ -430,7 +481,7 @@ pub(crate) fn run(shared: &Arc<Shared>, conn: &Conn) -> Result<(), Error> {
 
     let reader = {
         let outbox = Arc::clone(&outbox);
-        let lz4 = Arc::clone(&lz4);
+        let prefs = Arc::clone(&prefs);
         let stream = conn.stream.try_clone()?;
         let header = conn.header;
         let display = shared.display.clone();
@@ -447,21 +498,37 @@ pub(crate) fn run(shared: &Arc<Shared>, conn: &Conn) -> Result<(), Error> {
                     match msg.ty {
                         msg_display::C_INIT => {
                             let _cache_id = r.u8()?;
-                            let _cache_size = r.u64()?;
+                            let cache_size = r.u64()?;
                             let _glz_id = r.u8()?;
-                            let _glz_window = r.u32()?;
+                            let glz_window = r.u32()?;
                             if !registered {
+                                // i64 / i32 on the wire: negative means none.
+                                let cache = if i64::try_from(cache_size).is_ok() {
+                                    cache_size
+                                } else {
+                                    0
+                                };
+                                let glz = if i32::try_from(glz_window).is_ok() {
+                                    glz_window
+                                } else {
+                                    0
+                                };
+                                prefs.cache_pixels.store(cache, Ordering::Relaxed);
+                                prefs.glz_window.store(glz, Ordering::Relaxed);
                                 registered = true;
                                 display.add_display_client(Arc::clone(&outbox), caps);
                             }
                         }
-                        msg_display::C_PREFERRED_COMPRESSION => match r.u8()? {
-                            PREF_COMPRESSION_OFF => lz4.store(false, Ordering::Relaxed),
-                            PREF_COMPRESSION_LZ4 if client_lz4 => {
-                                lz4.store(true, Ordering::Relaxed)
+                        msg_display::C_PREFERRED_COMPRESSION => {
+                            let v = r.u8()?;
+                            match ImageCompression::from_wire(v) {
+                                Some(m) => {
+                                    log::info!("display: client prefers {} compression", m.name());
+                                    prefs.preferred.store(v, Ordering::Relaxed);
+                                }
+                                None => log::debug!("preferred compression {v}: keeping current"),
                             }
-                            other => log::debug!("preferred compression {other}: keeping current"),
-                        },
+                        }
                         msg_display::C_STREAM_REPORT
                         | msg_display::C_GL_DRAW_DONE
                         | msg_display::C_PREFERRED_VIDEO_CODEC_TYPE => {}
@@ -477,7 +544,7 @@ pub(crate) fn run(shared: &Arc<Shared>, conn: &Conn) -> Result<(), Error> {
 
     let mut result = Ok(());
     while let Some(r) = next_ready(&outbox) {
-        if let Err(e) = sender.ready(r) {
+        if let Err(e) = sender.refresh().and_then(|()| sender.ready(r)) {
             result = Err(e);
             break;
         }
@@ -491,16 +558,34 @@ pub(crate) fn run(shared: &Arc<Shared>, conn: &Conn) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use images::{BITMAP_FLAGS_TOP_DOWN, IMAGE_TYPE_BITMAP, IMAGE_TYPE_LZ4};
+
+    fn ctx(mode: ImageCompression) -> ClientImages {
+        ClientImages::new(
+            Policy {
+                mode,
+                jpeg: false,
+                zlib_glz: false,
+                client: ClientDecoders {
+                    full_canvas: true,
+                    lz4: true,
+                    glz_window: 0,
+                },
+            },
+            0,
+        )
+    }
 
     #[test]
     fn draw_copy_bitmap_layout() -> Result<(), Error> {
         let px = vec![7u8; 2 * 3 * 4];
-        let b = draw_copy_body(0, &Rect::new(10, 20, 12, 23), &px, false, false)?;
+        let mut c = ctx(ImageCompression::Off);
+        let b = draw_copy_body(0, &Rect::new(10, 20, 12, 23), &px, false, &mut c, None)?;
         // fixed part 57 bytes, then the image at offset 57
         assert_eq!(&b[21..25], &57u32.to_le_bytes());
         assert_eq!(b[57 + 8], IMAGE_TYPE_BITMAP);
         assert_eq!(&b[57 + 10..57 + 14], &2u32.to_le_bytes());
-        assert_eq!(b[57 + 18], BITMAP_FMT_32BIT);
+        assert_eq!(b[57 + 18], 8); // 32BIT
         assert_eq!(b[57 + 19], BITMAP_FLAGS_TOP_DOWN);
         assert_eq!(&b[57 + 28..57 + 32], &8u32.to_le_bytes());
         assert_eq!(b.len(), 57 + 36 + px.len());
@@ -513,14 +598,15 @@ mod tests {
         let px: Vec<u8> = (0..w * h * 4)
             .map(|i| u8::try_from(i % 7).unwrap_or(0))
             .collect();
-        let b = draw_copy_body(0, &Rect::new(0, 0, 100, 400), &px, true, false)?;
+        let mut c = ctx(ImageCompression::Lz4);
+        let b = draw_copy_body(0, &Rect::new(0, 0, 100, 400), &px, false, &mut c, None)?;
         assert_eq!(b[57 + 8], IMAGE_TYPE_LZ4);
         let r = Reader::new(&b);
         let mut r = r.at(57 + 18)?;
         let n = usize::try_from(r.u32()?).unwrap_or(0);
         let data = r.bytes(n)?;
         assert_eq!(r.remaining(), 0);
-        assert_eq!(&data[..2], &[1, BITMAP_FMT_32BIT]);
+        assert_eq!(&data[..2], &[1, 8]);
         let img = lz4::decode(data, w, h).map_err(|_| Error::Malformed("lz4"))?;
         assert_eq!(img.pixels, px);
         Ok(())

@@ -21,13 +21,17 @@
 //! (short of a body larger than 4 GiB).
 
 use crate::Error;
-use crate::codecs::{ImageRef, PixelFormat, lz4};
 use crate::command::{
     BITMAP_TOP_DOWN, Bitmap, BitmapFormat, Brush, COMPOSITE_HAS_MASK, COMPOSITE_HAS_MASK_TRANSFORM,
     COMPOSITE_HAS_SRC_TRANSFORM, Clip, CopyOp, DrawOp, Drawable, GlyphString, Image, ImageData,
     LINE_STYLED, LineAttr, Mask, Path, Ropd,
 };
+use crate::server::ImageCompression;
 use crate::wire::Writer;
+
+use super::images::{
+    BITMAP_FLAGS_TOP_DOWN, ClientDecoders, ClientImages, ImageCounters, Policy, Use, put_palette,
+};
 
 /// `SPICE_MSG_DISPLAY_COPY_BITS`.
 pub const COPY_BITS: u16 = 104;
@@ -66,8 +70,6 @@ pub const IMAGE_TYPE_QUIC: u8 = 1;
 pub const IMAGE_TYPE_SURFACE: u8 = 104;
 /// `SPICE_IMAGE_TYPE_LZ4`.
 pub const IMAGE_TYPE_LZ4: u8 = 109;
-/// `SPICE_BITMAP_FLAGS_TOP_DOWN`.
-const BITMAP_FLAGS_TOP_DOWN: u8 = 4;
 /// Bitmaps smaller than this are never compressed.
 pub const MIN_COMPRESS_BYTES: usize = 256;
 /// Most glyphs one DRAW_TEXT may carry (`length` is a u16 on the wire).
@@ -478,13 +480,16 @@ enum Pointee<'a> {
     Str(&'a GlyphString),
 }
 
-struct Body<'a> {
+struct Body<'a, 'c> {
     w: Writer,
     pending: Vec<(crate::wire::PtrSlot, Pointee<'a>)>,
-    lz4: bool,
+    images: &'c mut ClientImages,
+    counters: Option<&'c ImageCounters>,
+    /// Images of this draw may be lossy on the client.
+    lossy_ok: bool,
 }
 
-impl<'a> Body<'a> {
+impl<'a> Body<'a, '_> {
     fn ptr(&mut self, p: Pointee<'a>) {
         let slot = self.w.ptr();
         self.pending.push((slot, p));
@@ -523,8 +528,18 @@ impl<'a> Body<'a> {
         for (slot, p) in pending {
             self.w.fill_ptr(slot)?;
             match p {
-                Pointee::Image(i) => put_image(&mut self.w, i, self.lz4, false)?,
-                Pointee::Mask(i) => put_image(&mut self.w, i, false, true)?,
+                Pointee::Image(i) => {
+                    let usage = Use {
+                        in_drawable: true,
+                        lossy_ok: self.lossy_ok,
+                    };
+                    self.images
+                        .put_image(&mut self.w, i, usage, false, self.counters)?;
+                }
+                Pointee::Mask(i) => {
+                    self.images
+                        .put_image(&mut self.w, i, Use::default(), true, self.counters)?;
+                }
                 Pointee::Path(p) => put_path(&mut self.w, p)?,
                 Pointee::Style(s) => {
                     for v in s {
@@ -566,31 +581,6 @@ fn put_string(w: &mut Writer, s: &GlyphString) -> Result<(), Error> {
     Ok(())
 }
 
-/// Formats sent as LZ4. Not 24BIT: spice-common's LZ4 path gives 24-bit
-/// pixels an X byte of 0xff where its BITMAP path (and our canvas) leave 0,
-/// which the draw oracle showed.
-fn pixel_format(f: BitmapFormat) -> Option<PixelFormat> {
-    Some(match f {
-        BitmapFormat::Rgb16 => PixelFormat::Rgb16,
-        BitmapFormat::Rgb32 => PixelFormat::Rgb32,
-        BitmapFormat::Rgba => PixelFormat::Rgba,
-        _ => return None,
-    })
-}
-
-/// LZ4 image data for a bitmap, when it is worth it.
-fn lz4_bitmap(b: &Bitmap) -> Option<Vec<u8>> {
-    let fmt = pixel_format(b.format)?;
-    let len = usize::try_from(u64::from(b.stride) * u64::from(b.height)).ok()?;
-    if len < MIN_COMPRESS_BYTES {
-        return None;
-    }
-    let px = b.data.get(..len)?;
-    let stride = usize::try_from(b.stride).ok()?;
-    let img = ImageRef::new(px, b.width, b.height, stride, fmt, b.is_top_down()).ok()?;
-    lz4::encode(&img).ok().filter(|d| d.len() < len)
-}
-
 /// The `SpiceBitmapFmt` a bitmap travels as: spice-common's image decoder
 /// (`spice_bitmap_to_pixman`) only knows the big-endian sub-byte formats and
 /// *aborts the client* on the others, so palette images in 1BIT_LE/4BIT_LE
@@ -612,68 +602,108 @@ pub fn le_to_be(f: BitmapFormat, px: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     }
 }
 
-/// Writes an image (descriptor and data; a bitmap's palette follows its pixels).
+/// Writes an image (descriptor and data; a bitmap's palette follows its
+/// pixels) without caches, as BITMAP, or LZ4 when `lz4` and it is worth it.
 ///
-/// `mask`: the image is a QMask bitmap, sent without palette. `lz4`: RGB
-/// bitmaps may be LZ4-compressed.
+/// `mask`: the image is a QMask bitmap, sent without palette.
 pub fn put_image(w: &mut Writer, img: &Image, lz4: bool, mask: bool) -> Result<(), Error> {
-    w.u64(img.id);
-    match &img.data {
-        ImageData::Bitmap(b) => {
-            let compressed = if lz4 && !mask { lz4_bitmap(b) } else { None };
-            if let Some(data) = compressed {
-                w.u8(IMAGE_TYPE_LZ4).u8(0).u32(b.width).u32(b.height);
-                w.u32(len_u32(data.len(), "image size")?).bytes(&data);
-                return Ok(());
-            }
-            w.u8(IMAGE_TYPE_BITMAP).u8(0).u32(b.width).u32(b.height);
-            let flags = if b.flags & BITMAP_TOP_DOWN != 0 {
-                BITMAP_FLAGS_TOP_DOWN
+    let mut ctx = ClientImages::new(legacy_policy(lz4), 0);
+    let usage = Use {
+        in_drawable: true,
+        lossy_ok: false,
+    };
+    ctx.put_image(w, img, usage, mask, None).map(|_| ())
+}
+
+/// The policy of the `lz4: bool` entry points: LZ4 or nothing, no caches.
+fn legacy_policy(lz4: bool) -> Policy {
+    Policy {
+        mode: if lz4 {
+            ImageCompression::Lz4
+        } else {
+            ImageCompression::Off
+        },
+        jpeg: false,
+        zlib_glz: false,
+        client: ClientDecoders {
+            full_canvas: true,
+            lz4,
+            glz_window: 0,
+        },
+    }
+}
+
+/// A palette reference decided by the caller: (palette flags, cached id
+/// when `PAL_FROM_CACHE`, `unique` to send with the palette, entries).
+pub type PaletteRef<'a> = (u8, Option<u64>, u64, &'a [u32]);
+
+/// Writes a `BITMAP` image: descriptor `{id, BITMAP, flags, w, h}` and the
+/// bitmap. `pal`: the palette reference (`None`: the bitmap's own palette, by
+/// pointer, unless `mask`).
+pub fn put_bitmap_plain(
+    w: &mut Writer,
+    id: u64,
+    flags: u8,
+    b: &Bitmap,
+    mask: bool,
+    pal: Option<PaletteRef<'_>>,
+) -> Result<(), Error> {
+    w.u64(id)
+        .u8(IMAGE_TYPE_BITMAP)
+        .u8(flags)
+        .u32(b.width)
+        .u32(b.height);
+    let mut bflags = if b.flags & BITMAP_TOP_DOWN != 0 {
+        BITMAP_FLAGS_TOP_DOWN
+    } else {
+        0
+    };
+    let own: Option<Vec<u32>> = match (&pal, mask) {
+        (None, false) => b.palette.as_ref().map(|p| {
+            let want = if b.format.has_palette() {
+                1usize << b.format.bpp()
             } else {
                 0
             };
-            w.u8(wire_format(b.format, mask))
-                .u8(flags)
-                .u32(b.width)
-                .u32(b.height)
-                .u32(b.stride);
-            let pal = if mask { None } else { b.palette.as_ref() };
-            let slot = w.ptr();
-            let len = usize::try_from(u64::from(b.stride) * u64::from(b.height))
-                .map_err(|_| Error::Malformed("bitmap size"))?;
-            let px = b.data.get(..len).ok_or(Error::Malformed("bitmap size"))?;
-            if mask {
-                w.bytes(px);
-            } else {
-                w.bytes(&le_to_be(b.format, px));
-            }
-            if let Some(p) = pal {
-                w.fill_ptr(slot)?;
-                // Entries past the guest's table read as 0, as the canvas does.
-                let want = if b.format.has_palette() {
-                    1usize << b.format.bpp()
-                } else {
-                    0
-                };
-                let n = p.entries.len().max(want);
-                let n16 = u16::try_from(n).map_err(|_| Error::Malformed("palette size"))?;
-                w.u64(p.unique).u16(n16);
-                for i in 0..n {
-                    w.u32(p.entries.get(i).copied().unwrap_or(0));
-                }
-            }
-        }
-        ImageData::Quic(data) => {
-            w.u8(IMAGE_TYPE_QUIC).u8(0).u32(img.width).u32(img.height);
-            w.u32(len_u32(data.len(), "image size")?).bytes(data);
-        }
-        ImageData::Surface(id) => {
-            w.u8(IMAGE_TYPE_SURFACE)
-                .u8(0)
-                .u32(img.width)
-                .u32(img.height)
-                .u32(*id);
-        }
+            let n = p.entries.len().max(want);
+            (0..n)
+                .map(|i| p.entries.get(i).copied().unwrap_or(0))
+                .collect()
+        }),
+        _ => None,
+    };
+    let (pflags, from_cache, unique, entries): (u8, Option<u64>, u64, Option<&[u32]>) = match pal {
+        Some((f, c, u, e)) => (f, c, u, Some(e)),
+        None => (
+            0,
+            None,
+            b.palette.as_ref().map_or(0, |p| p.unique),
+            own.as_deref(),
+        ),
+    };
+    bflags |= pflags;
+    w.u8(wire_format(b.format, mask))
+        .u8(bflags)
+        .u32(b.width)
+        .u32(b.height)
+        .u32(b.stride);
+    let len = usize::try_from(u64::from(b.stride) * u64::from(b.height))
+        .map_err(|_| Error::Malformed("bitmap size"))?;
+    let px = b.data.get(..len).ok_or(Error::Malformed("bitmap size"))?;
+    let px = if mask {
+        std::borrow::Cow::Borrowed(px)
+    } else {
+        le_to_be(b.format, px)
+    };
+    if let Some(id) = from_cache {
+        w.u64(id).bytes(&px);
+        return Ok(());
+    }
+    let slot = w.ptr();
+    w.bytes(&px);
+    if let Some(e) = entries {
+        w.fill_ptr(slot)?;
+        put_palette(w, unique, e)?;
     }
     Ok(())
 }
@@ -682,11 +712,34 @@ pub fn put_image(w: &mut Writer, img: &Image, lz4: bool, mask: bool) -> Result<(
 ///
 /// Call [`check_native`] first; this only fails on sizes the wire cannot carry.
 pub fn marshal_draw(d: &Drawable, lz4: bool) -> Result<(u16, Vec<u8>), Error> {
+    let mut ctx = ClientImages::new(legacy_policy(lz4), 0);
+    marshal_draw_with(d, &mut ctx, None)
+}
+
+/// Whether the images of `d` may reach the client lossy: a plain copy onto
+/// the primary (what the client shows; nothing reads it back exactly).
+pub fn lossy_ok(d: &Drawable) -> bool {
+    d.surface_id == 0
+        && matches!(&d.op, DrawOp::Copy(c) if c.mask.is_none() && c.rop.0 == Ropd::OP_PUT)
+}
+
+/// Marshals `d` as its native message with one client's image state
+/// (codecs, caches): `(message type, body)`. Cache evictions it caused are
+/// left in `images` ([`ClientImages::take_invalidations`]): send them first.
+///
+/// Call [`check_native`] first; this only fails on sizes the wire cannot carry.
+pub fn marshal_draw_with(
+    d: &Drawable,
+    images: &mut ClientImages,
+    counters: Option<&ImageCounters>,
+) -> Result<(u16, Vec<u8>), Error> {
     let ty = draw_msg_type(&d.op).ok_or(Error::Malformed("NOP has no message"))?;
     let mut b = Body {
         w: Writer::new(),
         pending: Vec::new(),
-        lz4,
+        images,
+        counters,
+        lossy_ok: lossy_ok(d),
     };
     put_base(&mut b.w, d)?;
     match &d.op {
