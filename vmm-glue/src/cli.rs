@@ -2,13 +2,14 @@
 //!
 //! The SPICE options follow QEMU's `-spice` names, which users and libvirt
 //! already know: `--spice port=5900,addr=127.0.0.1,password=secret,
-//! disable-ticketing=on,image-compression=auto_glz,streaming-video=off`.
+//! disable-ticketing=on,image-compression=auto_glz,jpeg-wan-compression=auto,
+//! zlib-glz-wan-compression=auto,streaming-video=off`.
 //! Each may also be given as its own flag (`--port 5901`, `--password x`, …).
 
 use std::net::IpAddr;
 use std::time::Duration;
 
-use spice_server::server::{ImageCompression, ServerConfig};
+use spice_server::server::{ImageCompression, ServerConfig, WanCompression};
 
 use crate::error::{Error, Result};
 
@@ -29,8 +30,36 @@ pub struct SpiceOptions {
     /// `image-compression=` as given (QEMU names: `auto_glz`, `auto_lz`, `quic`,
     /// `glz`, `lz`, `lz4`, `off`).
     pub image_compression: String,
+    /// `jpeg-wan-compression=` as given (`auto`, `never`, `always`).
+    pub jpeg_wan_compression: String,
+    /// `zlib-glz-wan-compression=` as given (`auto`, `never`, `always`).
+    pub zlib_glz_wan_compression: String,
     /// `streaming-video=` as given (`off`, `all`, `filter`).
     pub streaming_video: String,
+}
+
+/// The server's mode for a QEMU `image-compression=` name.
+pub fn image_compression(name: &str) -> Option<ImageCompression> {
+    Some(match name {
+        "off" => ImageCompression::Off,
+        "auto_glz" => ImageCompression::AutoGlz,
+        "auto_lz" => ImageCompression::AutoLz,
+        "quic" => ImageCompression::Quic,
+        "glz" => ImageCompression::Glz,
+        "lz" => ImageCompression::Lz,
+        "lz4" => ImageCompression::Lz4,
+        _ => return None,
+    })
+}
+
+/// The server's setting for a QEMU `*-wan-compression=` name.
+pub fn wan_compression(name: &str) -> Option<WanCompression> {
+    Some(match name {
+        "auto" => WanCompression::Auto,
+        "never" => WanCompression::Never,
+        "always" => WanCompression::Always,
+        _ => return None,
+    })
 }
 
 impl Default for SpiceOptions {
@@ -42,6 +71,8 @@ impl Default for SpiceOptions {
             password_expiry: None,
             disable_ticketing: false,
             image_compression: "auto_glz".into(),
+            jpeg_wan_compression: "auto".into(),
+            zlib_glz_wan_compression: "auto".into(),
             streaming_video: "off".into(),
         }
     }
@@ -76,16 +107,26 @@ impl SpiceOptions {
                 })?);
             }
             "disable-ticketing" => self.disable_ticketing = on_off(key, value)?,
-            "image-compression" => match value {
-                "auto_glz" | "auto_lz" | "quic" | "glz" | "lz" | "lz4" | "off" => {
-                    value.clone_into(&mut self.image_compression);
-                }
-                _ => {
+            "image-compression" => {
+                if image_compression(value).is_none() {
                     return Err(Error::Usage(format!(
                         "image-compression={value}: one of auto_glz, auto_lz, quic, glz, lz, lz4, off"
                     )));
                 }
-            },
+                value.clone_into(&mut self.image_compression);
+            }
+            "jpeg-wan-compression" | "zlib-glz-wan-compression" => {
+                if wan_compression(value).is_none() {
+                    return Err(Error::Usage(format!(
+                        "{key}={value}: one of auto, never, always"
+                    )));
+                }
+                if key == "jpeg-wan-compression" {
+                    value.clone_into(&mut self.jpeg_wan_compression);
+                } else {
+                    value.clone_into(&mut self.zlib_glz_wan_compression);
+                }
+            }
             "streaming-video" => match value {
                 "off" | "all" | "filter" => value.clone_into(&mut self.streaming_video),
                 _ => {
@@ -120,16 +161,13 @@ impl SpiceOptions {
                 "give password=… or disable-ticketing=on (as QEMU's -spice requires)".into(),
             ));
         }
-        let image_compression = match self.image_compression.as_str() {
-            "off" => ImageCompression::Off,
-            "lz4" | "auto_glz" | "auto_lz" => ImageCompression::Auto,
-            other => {
-                log::warn!(
-                    "image-compression={other} is not implemented yet; using LZ4 where the client supports it"
-                );
-                ImageCompression::Auto
-            }
-        };
+        let bad = |k: &str, v: &str| Error::Usage(format!("{k}={v}: unknown value"));
+        let image_compression = image_compression(&self.image_compression)
+            .ok_or_else(|| bad("image-compression", &self.image_compression))?;
+        let jpeg_wan_compression = wan_compression(&self.jpeg_wan_compression)
+            .ok_or_else(|| bad("jpeg-wan-compression", &self.jpeg_wan_compression))?;
+        let zlib_glz_wan_compression = wan_compression(&self.zlib_glz_wan_compression)
+            .ok_or_else(|| bad("zlib-glz-wan-compression", &self.zlib_glz_wan_compression))?;
         if self.streaming_video != "off" {
             log::warn!(
                 "streaming-video={} is not implemented yet; frames are sent as images",
@@ -143,6 +181,8 @@ impl SpiceOptions {
             ticket_expiry: self.password_expiry.map(Duration::from_secs),
             disable_ticketing: self.disable_ticketing,
             image_compression,
+            jpeg_wan_compression,
+            zlib_glz_wan_compression,
             ..ServerConfig::default()
         })
     }
@@ -163,6 +203,38 @@ mod tests {
         assert_eq!(c.password.as_deref(), Some("s3cret"));
         assert!(!c.disable_ticketing);
         assert!(matches!(c.image_compression, ImageCompression::Off));
+    }
+
+    #[test]
+    fn every_qemu_compression_name_maps_to_its_mode() {
+        for (name, mode) in [
+            ("off", ImageCompression::Off),
+            ("auto_glz", ImageCompression::AutoGlz),
+            ("auto_lz", ImageCompression::AutoLz),
+            ("quic", ImageCompression::Quic),
+            ("glz", ImageCompression::Glz),
+            ("lz", ImageCompression::Lz),
+            ("lz4", ImageCompression::Lz4),
+        ] {
+            let mut o = SpiceOptions::default();
+            o.set_list(&format!("disable-ticketing=on,image-compression={name}"))
+                .unwrap();
+            assert_eq!(o.server_config().unwrap().image_compression, mode);
+            assert_eq!(mode.name(), name);
+        }
+        let mut o = SpiceOptions::default();
+        o.set_list(
+            "disable-ticketing=on,jpeg-wan-compression=always,zlib-glz-wan-compression=never",
+        )
+        .unwrap();
+        let c = o.server_config().unwrap();
+        assert_eq!(c.jpeg_wan_compression, WanCompression::Always);
+        assert_eq!(c.zlib_glz_wan_compression, WanCompression::Never);
+        assert_eq!(
+            SpiceOptions::default().image_compression,
+            ImageCompression::AutoGlz.name()
+        );
+        o.set_list("jpeg-wan-compression=sometimes").unwrap_err();
     }
 
     #[test]
