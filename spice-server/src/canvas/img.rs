@@ -125,6 +125,24 @@ impl Img {
         }
     }
 
+    /// Row `y` of a 32-bit image (`None` for other formats or out of range).
+    pub fn row(&self, y: u32) -> Option<&[u32]> {
+        if !matches!(self.fmt, Fmt::X8r8g8b8 | Fmt::A8r8g8b8) || y >= self.h {
+            return None;
+        }
+        let start = usize_of(y) * self.stride;
+        self.data.get(start..start + usize_of(self.w))
+    }
+
+    /// Mutable row `y` of a 32-bit image.
+    pub fn row_mut(&mut self, y: u32) -> Option<&mut [u32]> {
+        if !matches!(self.fmt, Fmt::X8r8g8b8 | Fmt::A8r8g8b8) || y >= self.h {
+            return None;
+        }
+        let start = usize_of(y) * self.stride;
+        self.data.get_mut(start..start + usize_of(self.w))
+    }
+
     /// A pixman image over this image's data.
     pub fn pix(&mut self) -> Option<pixman::Image<'_, 'static>> {
         let (w, h) = (usize_of(self.w), usize_of(self.h));
@@ -197,6 +215,139 @@ const fn native_format(f: BitmapFormat, canvas: Fmt) -> Fmt {
     }
 }
 
+/// Whether [`BitmapRows`] decodes this format (the formats whose native
+/// pixman format is 32-bit and whose pixels are taken as they are).
+pub(super) const fn row_decodable(f: BitmapFormat) -> bool {
+    matches!(
+        f,
+        BitmapFormat::Rgb32
+            | BitmapFormat::Rgba
+            | BitmapFormat::Rgb24
+            | BitmapFormat::EightBit
+            | BitmapFormat::FourBitLe
+            | BitmapFormat::FourBitBe
+            | BitmapFormat::OneBitLe
+            | BitmapFormat::OneBitBe
+    )
+}
+
+/// A validated bitmap whose rows decode to 32-bit pixels (formats of
+/// [`row_decodable`]).
+pub(super) struct BitmapRows<'a> {
+    b: &'a Bitmap,
+    pal: &'a [u32],
+    stride: usize,
+}
+
+impl<'a> BitmapRows<'a> {
+    /// `None` when [`bitmap_native`] would refuse the bitmap.
+    pub fn new(b: &'a Bitmap) -> Option<Self> {
+        if !row_decodable(b.format)
+            || b.width == 0
+            || b.height == 0
+            || u64::from(b.width) * u64::from(b.height) > MAX_IMAGE_PIXELS
+        {
+            return None;
+        }
+        let bpp = u64::from(b.format.bpp());
+        let min_stride = (u64::from(b.width) * bpp).div_ceil(8);
+        if u64::from(b.stride) < min_stride
+            || (b.data.len() as u64) < u64::from(b.stride) * u64::from(b.height)
+        {
+            return None;
+        }
+        Some(Self {
+            b,
+            pal: b.palette.as_ref().map_or(&[][..], |p| p.entries.as_slice()),
+            stride: usize_of(b.stride),
+        })
+    }
+
+    /// Decodes pixels `x0..x0 + out.len()` of image row `y` (0 = top).
+    pub fn decode(&self, y: u32, x0: usize, out: &mut [u32]) {
+        let src_row = if self.b.is_top_down() {
+            y
+        } else {
+            self.b.height.saturating_sub(1).saturating_sub(y)
+        };
+        let Some(row) = self.b.data.get(usize_of(src_row) * self.stride..) else {
+            return;
+        };
+        let n = out.len();
+        let pal = |i: u8| self.pal.get(usize::from(i)).copied().unwrap_or(0);
+        match self.b.format {
+            BitmapFormat::Rgb32 | BitmapFormat::Rgba => {
+                if let Some(src) = row.get(x0 * 4..(x0 + n) * 4) {
+                    copy_le_words(out, src);
+                }
+            }
+            BitmapFormat::Rgb24 => {
+                if let Some(src) = row.get(x0 * 3..(x0 + n) * 3) {
+                    for (o, c) in out.iter_mut().zip(src.chunks_exact(3)) {
+                        *o = u32::from_le_bytes([c[0], c[1], c[2], 0]);
+                    }
+                }
+            }
+            BitmapFormat::EightBit => {
+                if let Some(src) = row.get(x0..x0 + n) {
+                    for (o, &i) in out.iter_mut().zip(src) {
+                        *o = pal(i);
+                    }
+                }
+            }
+            f => {
+                for (i, o) in out.iter_mut().enumerate() {
+                    let vx = x0 + i;
+                    let Some(&byte) = row.get(
+                        vx / if matches!(f, BitmapFormat::FourBitLe | BitmapFormat::FourBitBe) {
+                            2
+                        } else {
+                            8
+                        },
+                    ) else {
+                        return;
+                    };
+                    let idx = match f {
+                        BitmapFormat::FourBitBe => {
+                            if vx.is_multiple_of(2) {
+                                byte >> 4
+                            } else {
+                                byte & 0xf
+                            }
+                        }
+                        BitmapFormat::FourBitLe => {
+                            if vx.is_multiple_of(2) {
+                                byte & 0xf
+                            } else {
+                                byte >> 4
+                            }
+                        }
+                        BitmapFormat::OneBitBe => (byte >> (7 - vx % 8)) & 1,
+                        _ => (byte >> (vx % 8)) & 1,
+                    };
+                    *o = pal(idx);
+                }
+            }
+        }
+    }
+}
+
+/// Little-endian 32-bit words from bytes (`src.len() == 4 * out.len()`).
+fn copy_le_words(out: &mut [u32], src: &[u8]) {
+    #[cfg(target_endian = "little")]
+    {
+        use zerocopy::IntoBytes;
+        let dst = out.as_mut_bytes();
+        if dst.len() == src.len() {
+            dst.copy_from_slice(src);
+        }
+    }
+    #[cfg(not(target_endian = "little"))]
+    for (o, c) in out.iter_mut().zip(src.chunks_exact(4)) {
+        *o = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+    }
+}
+
 /// The bitmap's pixels in its native pixman format.
 fn bitmap_native(b: &Bitmap, canvas: Fmt) -> Option<Img> {
     let fmt = native_format(b.format, canvas);
@@ -208,8 +359,14 @@ fn bitmap_native(b: &Bitmap, canvas: Fmt) -> Option<Img> {
     {
         return None;
     }
-    let ents = b.palette.as_ref().map_or(&[][..], |p| p.entries.as_slice());
-    let pal = |i: u32| ents.get(usize_of(i)).copied().unwrap_or(0);
+    if let Some(rows) = BitmapRows::new(b) {
+        // 32-bit native formats: rows of `stride == width` words.
+        let w = usize_of(b.width);
+        for (y, out) in (0..b.height).zip(img.data.chunks_exact_mut(img.stride)) {
+            rows.decode(y, 0, out.get_mut(..w)?);
+        }
+        return Some(img);
+    }
     let stride = usize_of(b.stride);
     for y in 0..b.height {
         let src_row = if b.is_top_down() { y } else { b.height - 1 - y };
@@ -217,44 +374,13 @@ fn bitmap_native(b: &Bitmap, canvas: Fmt) -> Option<Img> {
         for x in 0..b.width {
             let vx = usize_of(x);
             let v = match b.format {
-                BitmapFormat::Rgb32 | BitmapFormat::Rgba => {
-                    let p = row.get(vx * 4..vx * 4 + 4)?;
-                    u32::from_le_bytes([p[0], p[1], p[2], p[3]])
-                }
-                BitmapFormat::Rgb24 => {
-                    let p = row.get(vx * 3..vx * 3 + 3)?;
-                    u32::from_le_bytes([p[0], p[1], p[2], 0])
-                }
                 BitmapFormat::Rgb16 => {
                     let p = row.get(vx * 2..vx * 2 + 2)?;
                     u32::from(u16::from_le_bytes([p[0], p[1]]))
                 }
-                BitmapFormat::EightBit => pal(u32::from(*row.get(vx)?)),
                 BitmapFormat::A8 => u32::from(*row.get(vx)?),
-                BitmapFormat::FourBitBe => {
-                    let byte = *row.get(vx / 2)?;
-                    pal(u32::from(if vx.is_multiple_of(2) {
-                        byte >> 4
-                    } else {
-                        byte & 0xf
-                    }))
-                }
-                BitmapFormat::FourBitLe => {
-                    let byte = *row.get(vx / 2)?;
-                    pal(u32::from(if vx.is_multiple_of(2) {
-                        byte & 0xf
-                    } else {
-                        byte >> 4
-                    }))
-                }
-                BitmapFormat::OneBitBe => {
-                    let byte = *row.get(vx / 8)?;
-                    pal(u32::from((byte >> (7 - vx % 8)) & 1))
-                }
-                BitmapFormat::OneBitLe => {
-                    let byte = *row.get(vx / 8)?;
-                    pal(u32::from((byte >> (vx % 8)) & 1))
-                }
+                // Decoded by `BitmapRows` above.
+                _ => return None,
             };
             img.set(x, y, v);
         }

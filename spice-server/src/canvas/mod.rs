@@ -47,6 +47,7 @@
 //!   pixels outside it, and without [`SurfaceSource::format`] a source surface
 //!   is taken to be x8r8g8b8.
 
+mod fast;
 mod img;
 mod lines;
 
@@ -565,12 +566,18 @@ struct Scratch {
 impl Scratch {
     fn new(t: &Surface, area: Rect, fmt: Fmt) -> Option<Self> {
         let mut img = Img::new(fmt, area.width(), area.height())?;
+        let (l, w) = (to_idx(area.left), usize_of(area.width()));
         for y in 0..area.height() {
-            for x in 0..area.width() {
-                let sx = to_idx(area.left) + usize_of(x);
-                let sy = to_idx(area.top) + usize_of(y);
-                let v = t.get(sx, sy);
-                img.set(x, y, if fmt == Fmt::A8 { v >> 24 } else { v });
+            let sy = to_idx(area.top) + usize_of(y);
+            let start = t.idx(l, sy);
+            let src = t.data.get(start..start + w)?;
+            match img.row_mut(y) {
+                Some(dst) => dst.copy_from_slice(src),
+                None => {
+                    for (x, &v) in (0..area.width()).zip(src) {
+                        img.set(x, y, v >> 24);
+                    }
+                }
             }
         }
         Some(Self { area, img })
@@ -602,6 +609,28 @@ impl Scratch {
     }
 
     fn write_back(&self, t: &mut Surface, region: &Region) {
+        if region.mask.is_none() && self.img.fmt != Fmt::A8 {
+            // Whole rows of each rectangle.
+            let bounds = t.bounds();
+            for r in &region.rects {
+                let Some(r) = r.intersect(&bounds).and_then(|r| r.intersect(&self.area)) else {
+                    continue;
+                };
+                let (l, w) = (to_idx(r.left), usize_of(r.width()));
+                let sl = to_idx(r.left - self.area.left);
+                for y in r.top..r.bottom {
+                    let start = t.idx(l, to_idx(y));
+                    let src = self
+                        .img
+                        .row(u32::try_from(y - self.area.top).unwrap_or(u32::MAX))
+                        .and_then(|row| row.get(sl..sl + w));
+                    if let (Some(src), Some(dst)) = (src, t.data.get_mut(start..start + w)) {
+                        dst.copy_from_slice(src);
+                    }
+                }
+            }
+            return;
+        }
         let fmt = self.img.fmt;
         let surface_fmt = t.format;
         region.for_each(|x, y| {
@@ -748,6 +777,22 @@ fn scale_src_onto(
 
 /// Renders one drawable into `target`. `sources` provides other surfaces.
 pub fn draw(target: &mut Surface, d: &Drawable, sources: &dyn SurfaceSource) -> DrawOutcome {
+    draw_with(target, d, sources, true)
+}
+
+/// [`draw`] through the general renderer only (no direct paths): the
+/// reference the direct paths are tested against.
+#[cfg(test)]
+fn draw_general(target: &mut Surface, d: &Drawable, sources: &dyn SurfaceSource) -> DrawOutcome {
+    draw_with(target, d, sources, false)
+}
+
+fn draw_with(
+    target: &mut Surface,
+    d: &Drawable,
+    sources: &dyn SurfaceSource,
+    direct: bool,
+) -> DrawOutcome {
     let rects = clip_rects(&d.bbox, &d.clip, &target.bounds());
     if rects.is_empty() || matches!(d.op, DrawOp::Nop) {
         return DrawOutcome::Drawn(Vec::new());
@@ -757,7 +802,14 @@ pub fn draw(target: &mut Surface, d: &Drawable, sources: &dyn SurfaceSource) -> 
     if bw > MAX_BBOX_DIM || bh > MAX_BBOX_DIM {
         return DrawOutcome::Unsupported("bounding box too large", rects);
     }
-    let r = render(target, d, rects.clone(), sources);
+    let r = if direct {
+        match fast::try_draw(target, d, &rects, sources) {
+            Some(r) => r,
+            None => render(target, d, rects.clone(), sources, true),
+        }
+    } else {
+        render(target, d, rects.clone(), sources, false)
+    };
     match r {
         Ok(()) => DrawOutcome::Drawn(rects),
         Err(what) => DrawOutcome::Unsupported(what, rects),
@@ -778,6 +830,7 @@ fn render(
     d: &Drawable,
     rects: Vec<Rect>,
     sources: &dyn SurfaceSource,
+    direct: bool,
 ) -> DrawResult {
     let bbox = d.bbox;
     let canvas = Fmt::of_surface(t.format);
@@ -813,7 +866,11 @@ fn render(
             })
         }
         DrawOp::CopyBits { src_pos } => {
-            copy_bits(t, &bbox, &rects, *src_pos);
+            if direct {
+                fast::copy_bits(t, &bbox, &rects, *src_pos);
+            } else {
+                copy_bits(t, &bbox, &rects, *src_pos);
+            }
             Ok(())
         }
         DrawOp::Blackness { mask } => solid(t, &bbox, rects, mask.as_ref(), 0, ROP_COPY),
@@ -1072,6 +1129,8 @@ fn copy(
     })
 }
 
+/// COPY_BITS from a snapshot of the whole surface (the reference for
+/// [`fast::copy_bits`]).
 fn copy_bits(t: &mut Surface, bbox: &Rect, rects: &[Rect], src_pos: Point) {
     let dx = i64::from(src_pos.x) - i64::from(bbox.left);
     let dy = i64::from(src_pos.y) - i64::from(bbox.top);

@@ -740,3 +740,297 @@ proptest! {
         prop_assert_eq!(t.bytes().len(), 16 * 16 * 4);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Random draws of every type (sources of every bitmap format, masks, patterns,
+// clips, every surface format): the fast paths against the general path.
+
+fn seeded_bytes(n: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x.to_le_bytes()[1]
+        })
+        .collect()
+}
+
+const ALL_FORMATS: [BitmapFormat; 10] = [
+    BitmapFormat::OneBitLe,
+    BitmapFormat::OneBitBe,
+    BitmapFormat::FourBitLe,
+    BitmapFormat::FourBitBe,
+    BitmapFormat::EightBit,
+    BitmapFormat::Rgb16,
+    BitmapFormat::Rgb24,
+    BitmapFormat::Rgb32,
+    BitmapFormat::Rgba,
+    BitmapFormat::A8,
+];
+
+fn arb_bitmap_image(formats: &'static [BitmapFormat]) -> impl Strategy<Value = Box<Image>> {
+    (
+        0..formats.len(),
+        1u32..14,
+        1u32..12,
+        any::<bool>(),
+        0u32..3,
+        any::<u32>(),
+        0usize..20,
+        0u8..4,
+        0u8..8,
+    )
+        .prop_map(move |(f, w, h, top_down, pad, seed, pal_n, flags, short)| {
+            let format = formats[f];
+            let stride = (w * format.bpp()).div_ceil(8) + pad;
+            let mut data = seeded_bytes(usize_of(stride * h), seed);
+            if short == 0 {
+                data.truncate(data.len() / 2);
+            }
+            let palette = (pal_n > 0).then(|| Palette {
+                unique: 0,
+                entries: seeded_bytes(pal_n * 4, seed ^ 0x55)
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            });
+            Box::new(Image {
+                id: 0,
+                flags: flags & IMAGE_FLAG_HIGH_BITS_SET_TEST,
+                width: w,
+                height: h,
+                data: ImageData::Bitmap(Bitmap {
+                    format,
+                    flags: if top_down { BITMAP_TOP_DOWN } else { 0 },
+                    width: w,
+                    height: h,
+                    stride,
+                    palette,
+                    data,
+                }),
+            })
+        })
+}
+
+const IMAGE_FLAG_HIGH_BITS_SET_TEST: u8 = crate::command::IMAGE_FLAG_HIGH_BITS_SET;
+
+fn arb_mask() -> impl Strategy<Value = Option<Mask>> {
+    proptest::option::of(
+        (
+            arb_bitmap_image(&[BitmapFormat::OneBitBe, BitmapFormat::OneBitLe]),
+            any::<bool>(),
+            -6i32..20,
+            -6i32..20,
+        )
+            .prop_map(|(bitmap, inv, x, y)| Mask {
+                flags: u8::from(inv),
+                pos: Point { x, y },
+                bitmap,
+            }),
+    )
+}
+
+fn arb_brush() -> impl Strategy<Value = Brush> {
+    prop_oneof![
+        Just(Brush::None),
+        any::<u32>().prop_map(Brush::Solid),
+        (arb_bitmap_image(&ALL_FORMATS), -20i32..20, -20i32..20).prop_map(|(image, x, y)| {
+            Brush::Pattern {
+                image,
+                pos: Point { x, y },
+            }
+        }),
+    ]
+}
+
+/// A source area: either random or the bbox moved by a small offset (unscaled).
+fn src_area_for(bbox: Rect, random: Rect, same: bool, dx: i32, dy: i32) -> Rect {
+    if same {
+        Rect::new(
+            bbox.left + dx,
+            bbox.top + dy,
+            bbox.right + dx,
+            bbox.bottom + dy,
+        )
+    } else {
+        random
+    }
+}
+
+fn arb_rop() -> impl Strategy<Value = u16> {
+    prop_oneof![
+        Just(Ropd::OP_PUT),
+        any::<u16>(),
+        (0u16..10).prop_map(|b| 1 << b),
+    ]
+}
+
+fn arb_drawable() -> impl Strategy<Value = Drawable> {
+    let bbox = arb_rect();
+    let clip = proptest::option::of(proptest::collection::vec(arb_rect(), 0..4))
+        .prop_map(|c| c.map_or(Clip::None, Clip::Rects));
+    let src = (arb_rect(), any::<bool>(), -8i32..8, -8i32..8);
+    let op = prop_oneof![
+        (arb_brush(), arb_rop(), arb_mask()).prop_map(|(brush, rop, mask)| (
+            None,
+            DrawOp::Fill {
+                brush,
+                rop: Ropd(rop),
+                mask
+            }
+        )),
+        (
+            arb_bitmap_image(&ALL_FORMATS),
+            arb_rop(),
+            arb_mask(),
+            any::<bool>(),
+            any::<bool>()
+        )
+            .prop_map(|(src, rop, mask, n, blend)| {
+                let c = CopyOp {
+                    src,
+                    src_area: Rect::default(),
+                    rop: Ropd(rop),
+                    scale_mode: if n {
+                        ScaleMode::Nearest
+                    } else {
+                        ScaleMode::Interpolate
+                    },
+                    mask,
+                };
+                (
+                    Some(()),
+                    if blend {
+                        DrawOp::Blend(c)
+                    } else {
+                        DrawOp::Copy(c)
+                    },
+                )
+            }),
+        (
+            arb_bitmap_image(&ALL_FORMATS),
+            arb_brush(),
+            arb_rop(),
+            arb_mask()
+        )
+            .prop_map(|(src, brush, rop, mask)| (
+                Some(()),
+                DrawOp::Opaque {
+                    src,
+                    src_area: Rect::default(),
+                    brush,
+                    rop: Ropd(rop),
+                    scale_mode: ScaleMode::Nearest,
+                    mask
+                }
+            )),
+        (
+            arb_bitmap_image(&ALL_FORMATS),
+            arb_brush(),
+            any::<u8>(),
+            arb_mask()
+        )
+            .prop_map(|(src, brush, rop3, mask)| (
+                Some(()),
+                DrawOp::Rop3 {
+                    src,
+                    src_area: Rect::default(),
+                    brush,
+                    rop3,
+                    scale_mode: ScaleMode::Nearest,
+                    mask
+                }
+            )),
+        (-10i32..30, -10i32..30).prop_map(|(x, y)| (
+            None,
+            DrawOp::CopyBits {
+                src_pos: Point { x, y }
+            }
+        )),
+        arb_mask().prop_map(|mask| (None, DrawOp::Blackness { mask })),
+        arb_mask().prop_map(|mask| (None, DrawOp::Whiteness { mask })),
+        arb_mask().prop_map(|mask| (None, DrawOp::Invers { mask })),
+        arb_op().prop_map(|op| (None, op)),
+    ];
+    (bbox, clip, src, op).prop_map(|(bbox, clip, (random, same, dx, dy), (has_src, mut op))| {
+        if has_src.is_some() {
+            let area = src_area_for(bbox, random, same, dx, dy);
+            match &mut op {
+                DrawOp::Copy(c) | DrawOp::Blend(c) => c.src_area = area,
+                DrawOp::Opaque { src_area, .. } | DrawOp::Rop3 { src_area, .. } => {
+                    *src_area = area;
+                }
+                _ => {}
+            }
+        }
+        drawable(bbox, clip, op)
+    })
+}
+
+const SURFACE_FORMATS: [SurfaceFormat; 6] = [
+    SurfaceFormat::Xrgb32,
+    SurfaceFormat::Argb32,
+    SurfaceFormat::Rgb565,
+    SurfaceFormat::Rgb555,
+    SurfaceFormat::A8,
+    SurfaceFormat::A1,
+];
+
+fn seeded_surface(fmt: SurfaceFormat, seed: u32) -> Surface {
+    let (w, h) = (24u32, 20u32);
+    let stride = usize_of(w) * 4;
+    Surface::with_initial(w, h, fmt, stride, &seeded_bytes(stride * usize_of(h), seed))
+        .unwrap_or_else(|_| Surface::new(w, h, fmt).expect("surface"))
+}
+
+/// Renders a fixed stream of random draws of every type and prints a hash of
+/// the surface after each (compare across revisions of the canvas:
+/// `cargo test -p spice-server --lib canvas::tests::render_hashes -- --ignored --nocapture`).
+#[test]
+#[ignore = "differential dump, compared across revisions by hand"]
+fn render_hashes() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
+    );
+    let strat = arb_drawable();
+    let mut all = DefaultHasher::new();
+    for (n, fmt) in SURFACE_FORMATS.iter().enumerate() {
+        let mut t = seeded_surface(*fmt, u32::try_from(n).unwrap_or(0));
+        for i in 0..3000 {
+            let d = strat.new_tree(&mut runner).expect("tree").current();
+            let out = draw(&mut t, &d, &NoSources);
+            let mut h = DefaultHasher::new();
+            t.bytes().hash(&mut h);
+            format!("{out:?}").hash(&mut h);
+            let v = h.finish();
+            v.hash(&mut all);
+            println!("HASH {fmt:?} {i} {v:016x}");
+        }
+    }
+    println!("HASH total {:016x}", all.finish());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    /// Every direct path gives the general renderer's bytes (and outcome).
+    #[test]
+    fn direct_paths_match_general_path(
+        d in arb_drawable(),
+        fmt in 0..SURFACE_FORMATS.len(),
+        seed in any::<u32>(),
+    ) {
+        let mut fast = seeded_surface(SURFACE_FORMATS[fmt], seed);
+        let mut general = fast.clone();
+        let a = draw(&mut fast, &d, &NoSources);
+        let b = draw_general(&mut general, &d, &NoSources);
+        prop_assert_eq!(a, b);
+        prop_assert!(fast.bytes() == general.bytes(), "surfaces differ for {:?}", d);
+    }
+}
