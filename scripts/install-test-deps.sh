@@ -8,7 +8,11 @@
 set -euo pipefail
 
 # libpixman-1-dev: spice-server's canvas links pixman (the pixman crate).
-pkgs=(spice-client-gtk gir1.2-spiceclientglib-2.0 python3-gi xvfb spice-html5 websockify chromium libpixman-1-dev)
+# The Linux test guest (scripts/build-test-guest.sh, vmm-glue/tests/linux_boot.rs): gcc +
+# libc6-dev build its static KMS program, cpio packs the initramfs, kmod's depmod resolves
+# qxl.ko's module dependencies, qemu-system-x86 validates the image under TCG.
+pkgs=(spice-client-gtk gir1.2-spiceclientglib-2.0 python3-gi xvfb spice-html5 websockify chromium libpixman-1-dev
+    gcc libc6-dev cpio kmod qemu-system-x86)
 missing=()
 for p in "${pkgs[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
