@@ -29,11 +29,24 @@
 //!   prediction residuals Golomb-Rice coded with adaptive per-bucket code
 //!   parameters, and MELCODE-coded runs. Rows are always visual top first.
 //!
+//! * **GLZ** ([`glz`], image type `GLZ_RGB` = 102). LZ whose references may
+//!   also point into earlier images of a window shared by all images sent to a
+//!   client ([`glz::GlzDictionary`]); a 33-byte header adds the image id and
+//!   the distance to the oldest image referenced.
+//! * **ZLIB_GLZ** ([`zlib_glz`], image type `ZLIB_GLZ_RGB` = 107). A GLZ image
+//!   deflated into an RFC 1950 zlib stream, for low-bandwidth clients.
+//! * **JPEG** / **JPEG_ALPHA** ([`jpeg`], image types 105 / 108). Baseline
+//!   JFIF of the colour, rows top first; JPEG_ALPHA appends the alpha plane as
+//!   an LZ `XXXA` image.
+//!
 //! Pixel layouts are those of `SpiceBitmap` (see [`PixelFormat`]).
 
+pub mod glz;
+pub mod jpeg;
 pub mod lz;
 pub mod lz4;
 pub mod quic;
+pub mod zlib_glz;
 
 /// The pixel formats the codecs deal in (memory layouts of `SpiceBitmap`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
