@@ -268,3 +268,77 @@ pub fn fuzz_spice_record_parse(data: &[u8]) {
     }
     assert!(reader.offset() <= u64::try_from(input.len()).unwrap_or(u64::MAX));
 }
+
+/// Small decode limits for the codec targets: big claimed images are refused
+/// before allocating, so the fuzzer spends its time in the bit streams.
+fn codec_limits() -> spice_server::codecs::DecodeLimits {
+    spice_server::codecs::DecodeLimits {
+        max_width: 4096,
+        max_height: 4096,
+        max_bytes: 16 << 20,
+    }
+}
+
+/// QUIC decoder on arbitrary bytes (THREATS row 10: CVE-2020-14355 class):
+/// never panics; a decoded image has exactly the size its header claims.
+pub fn fuzz_codec_quic(data: &[u8]) {
+    use spice_server::codecs::quic;
+    if let Ok(img) = quic::decode_with_limits(data, &codec_limits()) {
+        assert_eq!(img.pixels.len(), img.stride * img.height as usize);
+    }
+}
+
+/// LZ decoder (and the palette conversion) on arbitrary bytes
+/// (CVE-2018-10893 class): never panics, never over-reads.
+pub fn fuzz_codec_lz(data: &[u8]) {
+    use spice_server::codecs::lz;
+    if let Ok(img) = lz::decode_with_limits(data, &codec_limits()) {
+        assert_eq!(img.pixels.len(), img.stride * img.height as usize);
+        if img.format.is_palette() {
+            let palette: Vec<u32> = (0..u32::from(data[0])).collect();
+            let _ = lz::palette_to_rgb32(&img, &palette);
+        }
+    }
+}
+
+/// LZ4 image decoder: the first 4 bytes choose the claimed size.
+pub fn fuzz_codec_lz4(data: &[u8]) {
+    use spice_server::codecs::lz4;
+    let Some((size, rest)) = data.split_first_chunk::<4>() else {
+        return;
+    };
+    let w = 1 + u32::from(u16::from_le_bytes([size[0], size[1]]) % 1024);
+    let h = 1 + u32::from(u16::from_le_bytes([size[2], size[3]]) % 1024);
+    if let Ok(img) = lz4::decode_with_limits(rest, w, h, &codec_limits()) {
+        assert_eq!((img.width, img.height), (w, h));
+    }
+}
+
+/// GLZ client window: the input is split at 0xfe bytes into several GLZ
+/// images decoded in order in one window (cross-image references, window
+/// release), then the same bytes as one ZLIB_GLZ payload.
+pub fn fuzz_codec_glz(data: &[u8]) {
+    use spice_server::codecs::glz::GlzDecoderWindow;
+    use spice_server::codecs::zlib_glz;
+    let mut win = GlzDecoderWindow::with_limits(codec_limits());
+    for part in data.split(|&b| b == 0xfe).take(16) {
+        if let Ok(img) = win.decode(part) {
+            assert_eq!(img.pixels.len(), img.stride * img.height as usize);
+        }
+    }
+    assert!(win.pixels() <= 16 * (4 << 20));
+    if let Some((size, rest)) = data.split_first_chunk::<4>() {
+        let _ = zlib_glz::decode(&mut win, u32::from_le_bytes(*size) % (1 << 20), rest);
+        let _ = zlib_glz::decode_wire(&mut win, data);
+    }
+}
+
+/// JPEG and JPEG_ALPHA decoders (the latter splits at a claimed `jpeg_size`).
+pub fn fuzz_codec_jpeg(data: &[u8]) {
+    use spice_server::codecs::jpeg;
+    let _ = jpeg::decode(data, &codec_limits());
+    if let Some((hdr, rest)) = data.split_first_chunk::<3>() {
+        let jpeg_size = u32::from(u16::from_le_bytes([hdr[1], hdr[2]]));
+        let _ = jpeg::decode_alpha(hdr[0], jpeg_size, rest, &codec_limits());
+    }
+}
