@@ -1,6 +1,6 @@
-//! Direct paths for the common draws on 32-bit surfaces, without a mask:
-//! they write the surface's rows in place (no scratch copy, no per-pixel
-//! region test) and give byte-identical results to the general renderer
+//! Direct paths for the common draws on 32-bit surfaces: they write the
+//! surface's rows in place (no scratch copy; the region is walked as runs of
+//! pixels: clip rectangles' rows, cut by the mask when there is one) and give byte-identical results to the general renderer
 //! (`tests.rs` runs random draws through both and compares the surfaces).
 //!
 //! * FILL with a solid, empty or pattern brush and every raster operation;
@@ -10,14 +10,14 @@
 //!   the general conversion and are then blitted by rows).
 
 use crate::command::{
-    BitmapFormat, Brush, CopyOp, DrawOp, Drawable, IMAGE_FLAG_HIGH_BITS_SET, ImageData, Point,
-    Rect, Ropd,
+    BitmapFormat, Brush, CopyOp, DrawOp, Drawable, IMAGE_FLAG_HIGH_BITS_SET, ImageData, Mask,
+    Point, Rect, Ropd,
 };
 
 use super::img::{self, Fmt, Img, Want, get_image};
 use super::{
-    DrawResult, Geometry, ROP_COPY, ROP_INVERT, Surface, SurfaceSource, pattern_image, rop_apply,
-    ropd_to_rop, to_idx, union_box, usize_of,
+    DrawResult, Geometry, MaskView, ROP_COPY, ROP_INVERT, Surface, SurfaceSource, mask_view,
+    pattern_image, rop_apply, ropd_to_rop, to_idx, union_box, usize_of,
 };
 
 /// `dst[i] = rop(src[i], dst[i])`, monomorphised per operation.
@@ -86,8 +86,15 @@ fn row_mut(t: &mut Surface, y: usize, l: usize, r: usize) -> Option<&mut [u32]> 
     t.data.get_mut(base + l..base + r)
 }
 
-/// Calls `f(y, row)` for every row of every rectangle (clipped to the surface).
-fn for_rows(t: &mut Surface, rects: &[Rect], mut f: impl FnMut(i32, i32, &mut [u32])) {
+/// Calls `f(x, y, pixels)` for every run of pixels the region allows: the
+/// rows of every rectangle (clipped to the surface), cut into the runs the
+/// mask selects when there is one (`x`: the run's first column).
+fn for_spans(
+    t: &mut Surface,
+    rects: &[Rect],
+    mask: Option<&MaskView>,
+    mut f: impl FnMut(i32, i32, &mut [u32]),
+) {
     let bounds = t.bounds();
     for r in rects {
         let Some(r) = r.intersect(&bounds) else {
@@ -95,8 +102,45 @@ fn for_rows(t: &mut Surface, rects: &[Rect], mut f: impl FnMut(i32, i32, &mut [u
         };
         let (l, rr) = (to_idx(r.left), to_idx(r.right));
         for y in r.top..r.bottom {
-            if let Some(row) = row_mut(t, to_idx(y), l, rr) {
+            let Some(row) = row_mut(t, to_idx(y), l, rr) else {
+                continue;
+            };
+            let Some(m) = mask else {
                 f(r.left, y, row);
+                continue;
+            };
+            // Outside the mask nothing is drawn (inverted or not).
+            let my = i64::from(y) - m.dy;
+            let Some(bits) = u32::try_from(my).ok().and_then(|my| m.bits.raw_row(my)) else {
+                continue;
+            };
+            let mw = i64::from(m.bits.w);
+            let allowed = |x: i64| {
+                let mx = x - m.dx;
+                (0..mw).contains(&mx) && {
+                    let mx = usize::try_from(mx).unwrap_or(0);
+                    let bit = bits.get(mx / 32).is_some_and(|w| (w >> (mx % 32)) & 1 != 0);
+                    bit != m.invert
+                }
+            };
+            let (x0, x1) = (i64::from(r.left), i64::from(r.right));
+            let mut x = x0;
+            while x < x1 {
+                if !allowed(x) {
+                    x += 1;
+                    continue;
+                }
+                let start = x;
+                while x < x1 && allowed(x) {
+                    x += 1;
+                }
+                let (a, e) = (
+                    usize::try_from(start - x0).unwrap_or(0),
+                    usize::try_from(x - x0).unwrap_or(0),
+                );
+                if let Some(run) = row.get_mut(a..e) {
+                    f(i32::try_from(start).unwrap_or(0), y, run);
+                }
             }
         }
     }
@@ -118,41 +162,70 @@ pub(super) fn try_draw(
     if !direct_surface(t) {
         return None;
     }
+    let mask = |m: Option<&Mask>| mask_view(m, &d.bbox);
     match &d.op {
         DrawOp::Fill {
             brush,
             rop,
-            mask: None,
+            mask: m,
         } => {
+            let m = match mask(m.as_ref()) {
+                Ok(m) => m,
+                Err(e) => return Some(Err(e)),
+            };
             let rop = ropd_to_rop(rop.0, Ropd::INVERS_BRUSH, Ropd::INVERS_DEST);
-            Some(fill(t, rects, brush, rop, sources))
+            Some(fill(t, rects, m.as_ref(), brush, rop, sources))
         }
-        DrawOp::Blackness { mask: None } => Some(constant(t, rects, 0, ROP_COPY)),
-        DrawOp::Whiteness { mask: None } => Some(constant(t, rects, u32::MAX, ROP_COPY)),
-        DrawOp::Invers { mask: None } => Some(constant(t, rects, 0, ROP_INVERT)),
-        DrawOp::Copy(c) | DrawOp::Blend(c) if c.mask.is_none() => {
-            copy(t, &d.bbox, rects, c, sources)
+        DrawOp::Blackness { mask: m } => {
+            Some(mask(m.as_ref()).map(|m| constant(t, rects, m.as_ref(), 0, ROP_COPY)))
+        }
+        DrawOp::Whiteness { mask: m } => {
+            Some(mask(m.as_ref()).map(|m| constant(t, rects, m.as_ref(), u32::MAX, ROP_COPY)))
+        }
+        DrawOp::Invers { mask: m } => {
+            Some(mask(m.as_ref()).map(|m| constant(t, rects, m.as_ref(), 0, ROP_INVERT)))
+        }
+        DrawOp::Copy(c) | DrawOp::Blend(c) => {
+            if !(Geometry {
+                bbox: d.bbox,
+                src_area: c.src_area,
+            })
+            .same_size()
+            {
+                return None;
+            }
+            let m = match mask(c.mask.as_ref()) {
+                Ok(m) => m,
+                Err(e) => return Some(Err(e)),
+            };
+            copy(t, &d.bbox, rects, m.as_ref(), c, sources)
         }
         _ => None,
     }
 }
 
-fn constant(t: &mut Surface, rects: &[Rect], v: u32, rop: u8) -> DrawResult {
-    for_rows(t, rects, |_, _, row| rop_const(rop, row, v));
-    Ok(())
+fn constant(t: &mut Surface, rects: &[Rect], mask: Option<&MaskView>, v: u32, rop: u8) {
+    for_spans(t, rects, mask, |_, _, row| rop_const(rop, row, v));
 }
 
 fn fill(
     t: &mut Surface,
     rects: &[Rect],
+    mask: Option<&MaskView>,
     brush: &Brush,
     rop: u8,
     sources: &dyn SurfaceSource,
 ) -> DrawResult {
     let canvas = Fmt::of_surface(t.format);
     match brush {
-        Brush::None => constant(t, rects, 0, rop),
-        Brush::Solid(c) => constant(t, rects, *c, rop),
+        Brush::None => {
+            constant(t, rects, mask, 0, rop);
+            Ok(())
+        }
+        Brush::Solid(c) => {
+            constant(t, rects, mask, *c, rop);
+            Ok(())
+        }
         Brush::Pattern { image, pos } => {
             let tile = pattern_image(image, canvas, sources).ok_or("pattern image")?;
             if !matches!(tile.fmt, Fmt::X8r8g8b8 | Fmt::A8r8g8b8) {
@@ -161,7 +234,7 @@ fn fill(
             }
             let (tw, th) = (i64::from(tile.w), i64::from(tile.h));
             let mut buf: Vec<u32> = Vec::new();
-            for_rows(t, rects, |left, y, row| {
+            for_spans(t, rects, mask, |left, y, row| {
                 let ty = (i64::from(y) - i64::from(pos.y)).rem_euclid(th);
                 let Some(trow) = tile.row(u32::try_from(ty).unwrap_or(0)) else {
                     return;
@@ -177,21 +250,15 @@ fn fill(
     }
 }
 
-/// Unscaled COPY/BLEND without a mask.
+/// Unscaled COPY/BLEND.
 fn copy(
     t: &mut Surface,
     bbox: &Rect,
     rects: &[Rect],
+    mask: Option<&MaskView>,
     c: &CopyOp,
     sources: &dyn SurfaceSource,
 ) -> Option<DrawResult> {
-    let g = Geometry {
-        bbox: *bbox,
-        src_area: c.src_area,
-    };
-    if !g.same_size() {
-        return None;
-    }
     let canvas = Fmt::of_surface(t.format);
     let rop = ropd_to_rop(c.rop.0, Ropd::INVERS_SRC, Ropd::INVERS_DEST);
     // Destination point (x, y) reads source pixel (x - off_x, y - off_y).
@@ -206,7 +273,7 @@ fn copy(
         let high = c.src.flags & IMAGE_FLAG_HIGH_BITS_SET != 0 && b.format != BitmapFormat::Rgba;
         let (w, h) = (i64::from(b.width), i64::from(b.height));
         let mut buf: Vec<u32> = Vec::new();
-        for_rows(t, rects, |left, y, row| {
+        for_spans(t, rects, mask, |left, y, row| {
             let sy = i64::from(y) - off_y;
             if sy < 0 || sy >= h {
                 return;
@@ -246,7 +313,7 @@ fn copy(
     if !matches!(src.fmt, Fmt::X8r8g8b8 | Fmt::A8r8g8b8) {
         return None;
     }
-    Some(blit_img(t, rects, &src, off_x, off_y, rop))
+    Some(blit_img(t, rects, mask, &src, off_x, off_y, rop))
 }
 
 /// `blit` by rows: `src`'s pixel `(sx, sy)` (of the image it was taken from)
@@ -254,6 +321,7 @@ fn copy(
 fn blit_img(
     t: &mut Surface,
     rects: &[Rect],
+    mask: Option<&MaskView>,
     src: &Img,
     off_x: i64,
     off_y: i64,
@@ -262,7 +330,7 @@ fn blit_img(
     let ox = off_x + i64::from(src.ox);
     let oy = off_y + i64::from(src.oy);
     let (w, h) = (i64::from(src.w), i64::from(src.h));
-    for_rows(t, rects, |left, y, row| {
+    for_spans(t, rects, mask, |left, y, row| {
         let sy = i64::from(y) - oy;
         if sy < 0 || sy >= h {
             return;

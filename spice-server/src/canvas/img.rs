@@ -134,6 +134,15 @@ impl Img {
         self.data.get(start..start + usize_of(self.w))
     }
 
+    /// The words of row `y`, whatever the format (`None` out of range).
+    pub fn raw_row(&self, y: u32) -> Option<&[u32]> {
+        if y >= self.h {
+            return None;
+        }
+        let start = usize_of(y) * self.stride;
+        self.data.get(start..start + self.stride)
+    }
+
     /// Mutable row `y` of a 32-bit image.
     pub fn row_mut(&mut self, y: u32) -> Option<&mut [u32]> {
         if !matches!(self.fmt, Fmt::X8r8g8b8 | Fmt::A8r8g8b8) || y >= self.h {
