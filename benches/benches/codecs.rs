@@ -4,12 +4,33 @@
 //! and QUIC encoders in MB/s of raw input, next to a `memcpy` of the same frame
 //! measured in the same run as the reference (compare encoder throughput as a
 //! fraction of it). Compression ratios are printed once per image.
+//!
+//! Also: GLZ on a single frame with an empty dictionary (`glz`), ZLIB_GLZ
+//! (`zlib_glz`), JPEG at quality 85 (`jpeg`), C liblz4's
+//! `LZ4_compress_default` on the same frame as the LZ4 peer (`lz4_c`), and in
+//! the `codecs/sequence` group GLZ over the whole corpus in one dictionary
+//! (window of 4 Mi pixels, so frames reference and evict each other).
 
 use std::hint::black_box;
 use std::path::PathBuf;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use spice_server::codecs::{ImageRef, PixelFormat, lz, lz4, quic};
+use spice_server::codecs::glz::GlzDictionary;
+use spice_server::codecs::{ImageRef, PixelFormat, jpeg, lz, lz4, quic, zlib_glz};
+
+/// C liblz4 compressing `src` as one block (`LZ4_compress_default`, accel 1).
+fn lz4_c(src: &[u8], dst: &mut Vec<u8>) -> usize {
+    let n = i32::try_from(src.len()).expect("frame below 2 GiB");
+    // SAFETY: LZ4_compressBound only computes a size.
+    let bound = unsafe { lz4_sys::LZ4_compressBound(n) };
+    dst.resize(usize::try_from(bound).expect("bound"), 0);
+    let src_ptr = src.as_ptr().cast::<std::ffi::c_char>();
+    let dst_ptr = dst.as_mut_ptr().cast::<std::ffi::c_char>();
+    // SAFETY: `src` holds `n` readable bytes and `dst` `bound` writable bytes,
+    // the capacity passed; liblz4 writes at most that and keeps no pointer.
+    let written = unsafe { lz4_sys::LZ4_compress_default(src_ptr, dst_ptr, n, bound) };
+    usize::try_from(written).expect("liblz4 failed")
+}
 
 /// Every corpus PNG as (name, width, height, BGRX pixels).
 fn corpus() -> Vec<(String, u32, u32, Vec<u8>)> {
@@ -46,7 +67,26 @@ fn codecs(c: &mut Criterion) {
         let stride = usize::try_from(w).expect("width") * 4;
         let img = ImageRef::new(&px, w, h, stride, PixelFormat::Rgb32, true).expect("image");
         let raw = px.len();
+        let mut glz_dict = GlzDictionary::new(4 << 20);
+        let mut c_buf = Vec::new();
         let sizes = [
+            ("glz", glz_dict.encode(&img).expect("glz").len()),
+            (
+                "zlib_glz",
+                zlib_glz::deflate(
+                    &glz_dict.encode(&img).expect("glz"),
+                    zlib_glz::DEFAULT_LEVEL,
+                )
+                .expect("zlib")
+                .len(),
+            ),
+            (
+                "jpeg",
+                jpeg::encode(&img, jpeg::DEFAULT_QUALITY)
+                    .expect("jpeg")
+                    .len(),
+            ),
+            ("lz4_c", lz4_c(&px, &mut c_buf)),
             ("lz4", lz4::encode(&img).expect("lz4").len()),
             ("lz", lz::encode(&img).expect("lz").len()),
             ("quic", quic::encode(&img).expect("quic").len()),
@@ -70,8 +110,70 @@ fn codecs(c: &mut Criterion) {
         group.bench_function("lz4", |b| b.iter(|| lz4::encode(black_box(&img))));
         group.bench_function("lz", |b| b.iter(|| lz::encode(black_box(&img))));
         group.bench_function("quic", |b| b.iter(|| quic::encode(black_box(&img))));
+        group.bench_function("lz4_c", |b| b.iter(|| lz4_c(black_box(&px), &mut c_buf)));
+        group.bench_function("glz", |b| {
+            b.iter(|| {
+                glz_dict.reset();
+                glz_dict.encode(black_box(&img))
+            });
+        });
+        group.bench_function("zlib_glz", |b| {
+            b.iter(|| {
+                glz_dict.reset();
+                zlib_glz::encode(&mut glz_dict, black_box(&img))
+            });
+        });
+        group.bench_function("jpeg", |b| {
+            b.iter(|| jpeg::encode(black_box(&img), jpeg::DEFAULT_QUALITY));
+        });
         group.finish();
     }
+    sequence(c);
+}
+
+/// GLZ over the whole corpus in order with one long-lived dictionary.
+fn sequence(c: &mut Criterion) {
+    let frames = corpus();
+    let imgs: Vec<ImageRef<'_>> = frames
+        .iter()
+        .map(|(_, w, h, px)| {
+            let stride = usize::try_from(*w).expect("width") * 4;
+            ImageRef::new(px, *w, *h, stride, PixelFormat::Rgb32, true).expect("image")
+        })
+        .collect();
+    let raw: usize = imgs.iter().map(|i| i.pixels.len()).sum();
+    let mut dict = GlzDictionary::new(4 << 20);
+    // Two passes: the second one is what a steady state looks like.
+    let mut size = 0;
+    for _ in 0..2 {
+        size = imgs
+            .iter()
+            .map(|i| dict.encode(i).expect("glz").len())
+            .sum::<usize>();
+    }
+    #[allow(clippy::cast_precision_loss)] // Ratios of sizes far below 2^52.
+    let ratio = raw as f64 / size as f64;
+    println!("ratio sequence glz {ratio:.2} ({size} bytes of {raw})");
+    let mut group = c.benchmark_group("codecs/sequence");
+    group.throughput(Throughput::Bytes(u64::try_from(raw).expect("size")));
+    group.sample_size(10);
+    let mut dst: Vec<Vec<u8>> = frames.iter().map(|f| vec![0u8; f.3.len()]).collect();
+    group.bench_function("memcpy", |b| {
+        b.iter(|| {
+            for (d, f) in dst.iter_mut().zip(&frames) {
+                d.copy_from_slice(black_box(&f.3));
+            }
+            black_box(&dst);
+        });
+    });
+    group.bench_function("glz", |b| {
+        b.iter(|| {
+            for i in &imgs {
+                black_box(dict.encode(black_box(i)).expect("glz"));
+            }
+        });
+    });
+    group.finish();
 }
 
 criterion_group!(benches, codecs);
