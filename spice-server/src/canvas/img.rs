@@ -377,6 +377,21 @@ fn bitmap_native(b: &Bitmap, canvas: Fmt) -> Option<Img> {
         return Some(img);
     }
     let stride = usize_of(b.stride);
+    #[cfg(target_endian = "little")]
+    if matches!(b.format, BitmapFormat::Rgb16 | BitmapFormat::A8) {
+        // 16-bit and 8-bit pixels are packed into the words little-endian:
+        // an image row's bytes are the bitmap row's bytes.
+        use zerocopy::IntoBytes;
+        let n = usize_of(b.width) * usize_of(b.format.bpp() / 8);
+        let img_stride = img.stride;
+        for (y, out) in (0..b.height).zip(img.data.chunks_exact_mut(img_stride)) {
+            let src_row = if b.is_top_down() { y } else { b.height - 1 - y };
+            let start = usize_of(src_row) * stride;
+            let src = b.data.get(start..start + n)?;
+            out.as_mut_bytes().get_mut(..n)?.copy_from_slice(src);
+        }
+        return Some(img);
+    }
     for y in 0..b.height {
         let src_row = if b.is_top_down() { y } else { b.height - 1 - y };
         let row = b.data.get(usize_of(src_row) * stride..)?;
