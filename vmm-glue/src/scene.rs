@@ -606,6 +606,44 @@ mod tests {
         assert!(a.framebuffer() == b.framebuffer());
     }
 
+    fn write_png(path: &Path, w: u32, h: u32, rgb: [u8; 3]) {
+        let f = std::fs::File::create(path).unwrap();
+        let mut e = png::Encoder::new(f, w, h);
+        e.set_color(png::ColorType::Rgb);
+        let data: Vec<u8> = (0..w * h).flat_map(|_| rgb).collect();
+        e.write_header().unwrap().write_image_data(&data).unwrap();
+    }
+
+    #[test]
+    fn slideshow_scene_shows_each_png_centred() {
+        let dir = std::env::temp_dir().join(format!("qxl-slideshow-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        write_png(&dir.join("a.png"), 8, 6, [255, 0, 0]);
+        write_png(&dir.join("b.png"), 4, 2, [0, 0, 255]);
+        std::fs::write(dir.join("notes.txt"), b"not an image").unwrap();
+        let mut s = SlideshowScene::load(&dir, 2).unwrap();
+        assert_eq!(s.size(), (8, 6));
+        let mut surface = Canvas::new(8, 6);
+        for n in 0..4 {
+            for cmd in &s.frame(n).draws {
+                apply(&mut surface, cmd);
+            }
+            assert!(surface.px == s.framebuffer());
+        }
+        // Frame 2 shows b.png centred on black: BGRX blue at (2..6, 2..4).
+        let px = |x: usize, y: usize| &s.framebuffer()[(y * 8 + x) * 4..(y * 8 + x) * 4 + 4];
+        assert_eq!(px(3, 2), &[255, 0, 0, 0]);
+        assert_eq!(px(0, 0), &[0, 0, 0, 0]);
+        // No frame between slide changes.
+        assert!(s.frame(5).draws.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+        let empty =
+            std::env::temp_dir().join(format!("qxl-slideshow-empty-{}", std::process::id()));
+        std::fs::create_dir_all(&empty).unwrap();
+        SlideshowScene::load(&empty, 1).unwrap_err();
+        std::fs::remove_dir_all(&empty).unwrap();
+    }
+
     #[test]
     fn arrow_cursor_has_alpha_size() {
         let c = arrow_cursor();
