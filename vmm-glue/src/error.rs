@@ -19,6 +19,9 @@ pub enum Error {
     /// The SPICE server failed.
     #[error("spice server: {0}")]
     Spice(#[from] spice_server::Error),
+    /// Booting a guest failed (`qxl-vmm boot`).
+    #[error("boot: {0}")]
+    Boot(#[from] crate::boot::BootError),
     /// An I/O error.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),

@@ -119,6 +119,19 @@ pub enum VmError {
     /// A BAR could not be re-mapped after a guest configuration write.
     #[error("BAR mapping: {0}")]
     BarMapping(String),
+    /// `KVM_EXIT_INTERNAL_ERROR`: KVM could not run the guest on (sub-error 1
+    /// is an instruction its emulator cannot handle).
+    #[error(
+        "KVM internal error, sub-error {suberror} (1 = emulation failure), data {data:x?}, rip {rip:#x}"
+    )]
+    Internal {
+        /// `KVM_INTERNAL_ERROR_*`.
+        suberror: u32,
+        /// The data words KVM reported.
+        data: Vec<u64>,
+        /// The guest's instruction pointer.
+        rip: u64,
+    },
 }
 
 impl VmError {
@@ -880,6 +893,228 @@ impl<S: DisplaySink + Send + 'static> QxlVm<S> {
     }
 }
 
+/// What [`QxlVm::run_guest`] asks of the VMM beyond the QXL function and the
+/// PCI bus: the other devices' ports, and when to stop.
+pub trait GuestExits {
+    /// An `out` to a port neither the PCI host bridge nor the QXL I/O BAR
+    /// decodes. Returns `false` when no device claims it (the write is dropped).
+    fn port_out(&mut self, port: u16, data: &[u8]) -> bool;
+    /// An `in` from such a port; returns `false` when no device claims it (the
+    /// guest reads all-ones, as from an empty ISA bus).
+    fn port_in(&mut self, port: u16, data: &mut [u8]) -> bool;
+    /// Called after every exit and at least every [`GUEST_POLL`]: `Some` ends
+    /// the run with that reason (console finished, no progress, Ctrl-C, ...).
+    fn poll(&mut self) -> Option<String>;
+}
+
+/// How often [`QxlVm::run_guest`] kicks the vCPU to call [`GuestExits::poll`]
+/// even when the guest makes no exits.
+pub const GUEST_POLL: Duration = Duration::from_millis(100);
+
+/// How a [`QxlVm::run_guest`] run ended (failures are [`VmError`]s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestEnd {
+    /// [`GuestExits::poll`] ended the run, for this reason.
+    Stopped(String),
+    /// The guest reset or shut down (`KVM_EXIT_SHUTDOWN`: a triple fault or
+    /// a reset request).
+    Shutdown,
+}
+
+/// What a [`QxlVm::run_guest`] run did.
+#[derive(Debug, Clone)]
+pub struct GuestRunReport {
+    /// How it ended.
+    pub end: GuestEnd,
+    /// Port-I/O exits.
+    pub io_exits: u64,
+    /// MMIO exits.
+    pub mmio_exits: u64,
+    /// Accesses no device claimed (dropped writes, all-ones reads).
+    pub unclaimed: u64,
+    /// Instruction pointer at the end.
+    pub rip: u64,
+    /// How long the vCPU ran.
+    pub elapsed: Duration,
+}
+
+/// Running a full guest (a Linux kernel): the extra KVM objects it needs and a
+/// run loop that serves other devices through [`GuestExits`].
+impl<S: DisplaySink + Send + 'static> QxlVm<S> {
+    /// The vCPU, for the VMM's own register setup (long mode, boot registers).
+    /// Register accesses cannot touch the VM's memory mappings.
+    pub fn vcpu(&self) -> &VcpuFd {
+        &self.vcpu
+    }
+
+    /// Add the in-kernel i8254 PIT (after the irqchip, which [`Self::new`] made).
+    pub fn create_pit(&self) -> VmResult<()> {
+        let config = kvm_bindings::kvm_pit_config::default();
+        self._vm
+            .create_pit2(config)
+            .map_err(VmError::kvm("create PIT"))
+    }
+
+    /// Route `fd` to irqchip GSI `gsi` (an edge-triggered line such as a
+    /// 16550's: each write is a pulse).
+    pub fn register_irqfd(&self, fd: &EventFd, gsi: u32) -> VmResult<()> {
+        self._vm
+            .register_irqfd(fd, gsi)
+            .map_err(VmError::kvm("register irqfd"))
+    }
+
+    /// Program the QXL BARs (bus 0 firmware's job) at the given bases, enable
+    /// I/O, memory and bus mastering, and set the interrupt line register; KVM's
+    /// slots and ioeventfds follow. `bases[i]` is BAR `i`'s address.
+    pub fn program_bars(&self, bases: &[(usize, u64)], irq_line: u8) -> VmResult<BarLayout> {
+        let layout = {
+            let mut dev = lock_device(&self.bus.dev)?;
+            for &(bar, base) in bases {
+                let off = u16::try_from(0x10 + 4 * bar)
+                    .map_err(|_| VmError::Config(format!("BAR {bar}")))?;
+                let lo = u32::try_from(base & 0xffff_ffff).unwrap_or(0);
+                dev.pci_config_write(off, &lo.to_le_bytes());
+            }
+            dev.pci_config_write(0x3c, &[irq_line]);
+            dev.pci_config_write(0x04, &0x0007u16.to_le_bytes());
+            BarLayout::of(&dev)
+        };
+        self.bus.mapper.sync(layout)?;
+        Ok(layout)
+    }
+
+    /// Run the vCPU from the registers the VMM set until `exits` stops it, the
+    /// guest shuts down, or KVM fails. Unlike [`Self::run`] there is no status
+    /// port: every port and MMIO access the QXL function and the PCI bus do not
+    /// decode goes to `exits`, and what it does not claim is dropped (reads see
+    /// all-ones), as on a PC. A `KVM_EXIT_INTERNAL_ERROR` (an instruction KVM
+    /// could not emulate) is [`VmError::Internal`].
+    pub fn run_guest(&mut self, exits: &mut dyn GuestExits) -> VmResult<GuestRunReport> {
+        kick::install()?;
+        let start = Instant::now();
+        let target = kick::current_thread();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let ticker = std::thread::Builder::new()
+            .name("vcpu-ticker".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    rx.recv_timeout(GUEST_POLL)
+                {
+                    kick::kick(target);
+                }
+            })
+            .map_err(|e| VmError::Unavailable(format!("ticker thread: {e}")))?;
+        let res = self.guest_loop(exits);
+        drop(tx);
+        let _ = ticker.join();
+        let (end, io_exits, mmio_exits, unclaimed) = res?;
+        Ok(GuestRunReport {
+            end,
+            io_exits,
+            mmio_exits,
+            unclaimed,
+            rip: self.rip(),
+            elapsed: start.elapsed(),
+        })
+    }
+
+    fn guest_loop(&mut self, exits: &mut dyn GuestExits) -> VmResult<(GuestEnd, u64, u64, u64)> {
+        let (mut io, mut mmio, mut unclaimed) = (0u64, 0u64, 0u64);
+        let mut scratch = RunReport::default();
+        loop {
+            if let Some(msg) = self.bus.failure.lock().ok().and_then(|mut f| f.take()) {
+                return Err(VmError::BarMapping(msg));
+            }
+            if let Some(reason) = exits.poll() {
+                return Ok((GuestEnd::Stopped(reason), io, mmio, unclaimed));
+            }
+            let bus = &mut self.bus;
+            let res = match self.vcpu.run() {
+                Ok(VcpuExit::IoOut(port, data)) => {
+                    io += 1;
+                    if PciRoot::handles(port) {
+                        bus.pci.pio_write(port, data);
+                        Ok(())
+                    } else if bus.in_io_bar(port) {
+                        bus.port_out(port, data, &mut scratch).map(drop)
+                    } else {
+                        if !exits.port_out(port, data) {
+                            unclaimed += 1;
+                        }
+                        Ok(())
+                    }
+                }
+                Ok(VcpuExit::IoIn(port, data)) => {
+                    io += 1;
+                    if PciRoot::handles(port) || bus.in_io_bar(port) {
+                        bus.port_in(port, data)
+                    } else {
+                        if !exits.port_in(port, data) {
+                            unclaimed += 1;
+                            data.fill(0xff);
+                        }
+                        Ok(())
+                    }
+                }
+                Ok(VcpuExit::MmioRead(addr, data)) => {
+                    mmio += 1;
+                    if bus.rom_offset(addr, data.len()).is_some() {
+                        bus.mmio_read(addr, data)
+                    } else {
+                        unclaimed += 1;
+                        data.fill(0xff);
+                        Ok(())
+                    }
+                }
+                Ok(VcpuExit::MmioWrite(addr, data)) => {
+                    mmio += 1;
+                    if bus.rom_offset(addr, data.len()).is_some() {
+                        bus.mmio_write(addr, data)
+                    } else {
+                        unclaimed += 1;
+                        Ok(())
+                    }
+                }
+                Ok(VcpuExit::Shutdown) => return Ok((GuestEnd::Shutdown, io, mmio, unclaimed)),
+                Ok(VcpuExit::Intr | VcpuExit::Hlt) => Ok(()),
+                Ok(VcpuExit::InternalError) => {
+                    let (suberror, data) = self.internal_error_data();
+                    return Err(VmError::Internal {
+                        suberror,
+                        data,
+                        rip: self.rip(),
+                    });
+                }
+                Ok(other) => Err(VmError::UnhandledExit(format!("{other:?}"))),
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Ok(()),
+                Err(e) => Err(VmError::Kvm {
+                    what: "run",
+                    source: e,
+                }),
+            };
+            if let Err(e) = res {
+                return Err(e.at_rip(self.rip()));
+            }
+        }
+    }
+
+    /// The sub-error and data words of the last `KVM_EXIT_INTERNAL_ERROR`.
+    fn internal_error_data(&mut self) -> (u32, Vec<u64>) {
+        let run = self.vcpu.get_kvm_run();
+        // SAFETY: the last exit was KVM_EXIT_INTERNAL_ERROR, for which the
+        // kernel fills the `internal` member of the exit union; all its fields
+        // are plain integers, valid for any bit pattern.
+        let internal = unsafe { run.__bindgen_anon_1.internal };
+        let n = usize::try_from(internal.ndata)
+            .unwrap_or(0)
+            .min(internal.data.len());
+        (
+            internal.suberror,
+            internal.data.get(..n).unwrap_or(&[]).to_vec(),
+        )
+    }
+}
+
 /// The non-vCPU half of the VM the exit handlers use (split from the vCPU fd
 /// so an exit's data buffer can be filled while it is borrowed).
 struct Bus<S: DisplaySink> {
@@ -891,6 +1126,15 @@ struct Bus<S: DisplaySink> {
 }
 
 impl<S: DisplaySink> Bus<S> {
+    /// Whether `port` falls in the QXL I/O BAR.
+    fn in_io_bar(&self, port: u16) -> bool {
+        self.io_bar().is_some_and(|(base, size)| {
+            u64::from(port)
+                .checked_sub(base)
+                .is_some_and(|off| off < size)
+        })
+    }
+
     fn io_bar(&self) -> Option<(u64, u64)> {
         let base = self.mapper.layout().io?;
         let size = lock_device(&self.dev).ok()?.config().io_size();

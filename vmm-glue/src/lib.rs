@@ -9,8 +9,10 @@
 //! - [`kvm`]: a minimal KVM VM with the QXL device on that bus (BARs as KVM
 //!   memory slots, irqfd with resample, notify ioeventfds).
 //! - [`event_handler`]: the event-manager subscriber that consumes the rings.
+//! - [`boot`]: `qxl-vmm boot`, a Linux guest (bzImage/PVH) with the QXL device and a serial console.
 //! - [`error`]: the crate's error type.
 
+pub mod boot;
 pub mod cli;
 pub mod demo;
 pub mod error;

@@ -6,7 +6,13 @@
 //!              [--port N] [--addr IP] [--password P] [--disable-ticketing]
 //!              [--scene desktop|slideshow:DIR] [--size WxH] [--frames N] [--fps N]
 //! qxl-vmm replay FILE[.zst] [same SPICE options] [--speed X|--fast] [--frames N]
+//! qxl-vmm boot --kernel PATH [--initrd PATH] [--cmdline STR] [--mem MiB]
+//!              [same SPICE options] [--serial stdout|FILE] [--progress-timeout SECS]
 //! ```
+//!
+//! `boot` runs a Linux kernel (bzImage or PVH ELF) under KVM with the QXL
+//! device at 00:02.0 and a 16550 console on COM1 (see `vmm_glue::boot`), and
+//! serves its display until the guest powers off or Ctrl-C.
 //!
 //! `replay` plays a real guest's `SPICE_REPLAY` recording (zstd-compressed or
 //! not) through the device (see `vmm_glue::record_replay`) and keeps serving
@@ -28,7 +34,9 @@ use vmm_glue::scene::{DesktopScene, Scene, SlideshowScene};
 const USAGE: &str = "usage: qxl-vmm demo [--spice key=value,...] [--port N] [--addr IP] \
 [--password P] [--disable-ticketing] [--image-compression MODE] [--scene desktop|slideshow:DIR] \
 [--size WxH] [--frames N] [--fps N]
-       qxl-vmm replay FILE[.zst] [same SPICE options] [--speed X|--fast] [--frames N]";
+       qxl-vmm replay FILE[.zst] [same SPICE options] [--speed X|--fast] [--frames N]
+       qxl-vmm boot --kernel PATH [--initrd PATH] [--cmdline STR] [--mem MiB] [same SPICE options] \
+[--serial stdout|FILE]";
 
 fn value<'a>(it: &mut impl Iterator<Item = &'a String>, flag: &str) -> Result<&'a str> {
     it.next()
@@ -111,12 +119,80 @@ fn demo(args: &[String]) -> Result<()> {
     res
 }
 
+fn boot(args: &[String]) -> Result<()> {
+    use vmm_glue::boot::{BootOptions, SerialOut};
+    let mut spice = SpiceOptions::default();
+    let mut progress = None;
+    let (mut kernel, mut initrd, mut cmdline, mut mem, mut serial) =
+        (None, None, None, 512, SerialOut::Stdout);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--spice" => spice.set_list(value(&mut it, a)?)?,
+            "--port" | "--addr" | "--password" | "--image-compression" | "--streaming-video" => {
+                spice.set(a.trim_start_matches("--"), value(&mut it, a)?)?;
+            }
+            "--disable-ticketing" => spice.disable_ticketing = true,
+            "--kernel" => kernel = Some(PathBuf::from(value(&mut it, a)?)),
+            "--initrd" => initrd = Some(PathBuf::from(value(&mut it, a)?)),
+            "--cmdline" => cmdline = Some(value(&mut it, a)?.to_owned()),
+            "--mem" => mem = number(value(&mut it, a)?, a)?,
+            "--progress-timeout" => progress = Some(number::<u64>(value(&mut it, a)?, a)?),
+            "--serial" => {
+                serial = match value(&mut it, a)? {
+                    "stdout" => SerialOut::Stdout,
+                    path => SerialOut::File(PathBuf::from(path)),
+                };
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => return Err(Error::Usage(format!("unknown option {other}\n{USAGE}"))),
+        }
+    }
+    if spice.password.is_none() {
+        spice.disable_ticketing = true;
+    }
+    let kernel = kernel.ok_or_else(|| Error::Usage(format!("boot needs --kernel\n{USAGE}")))?;
+    let mut opts = BootOptions::new(kernel, spice.server_config()?);
+    opts.initrd = initrd;
+    if let Some(c) = cmdline {
+        opts.cmdline = c;
+    }
+    opts.mem_mib = mem;
+    opts.serial = serial;
+    if let Some(secs) = progress {
+        opts.first_output_timeout = std::time::Duration::from_secs(secs);
+        opts.stall_timeout = std::time::Duration::from_secs(secs);
+    }
+    let mut vm = vmm_glue::boot::start(opts)?;
+    let stop = vm.stop_flag();
+    ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
+        .map_err(|e| Error::Usage(format!("cannot install the Ctrl-C handler: {e}")))?;
+    if let Some(addr) = vm.spice_addr() {
+        eprintln!(
+            "qxl-vmm boot: serving SPICE on {addr} — connect with `remote-viewer spice://{addr}`"
+        );
+    }
+    let report = vm.wait()?;
+    eprintln!(
+        "qxl-vmm boot: {} after {:.1} s ({} console lines, {} exits)",
+        report.end,
+        report.elapsed.as_secs_f64(),
+        report.console_lines,
+        report.exits
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let res = match args.first().map(String::as_str) {
         Some("demo") => demo(&args[1..]),
         Some("replay") => vmm_glue::record_replay::replay_command(&args[1..]),
+        Some("boot") => boot(&args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             return if args.is_empty() {
