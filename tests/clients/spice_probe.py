@@ -58,6 +58,12 @@ class Probe:
         self.session.set_property("port", str(args.port))
         if args.password is not None:
             self.session.set_property("password", args.password)
+        if args.cache_size is not None:
+            self.session.set_property("cache-size", args.cache_size)
+        if args.glz_window_size is not None:
+            self.session.set_property("glz-window-size", args.glz_window_size)
+        if args.preferred_compression is not None:
+            self.session.set_property("preferred-compression", args.preferred_compression)
         self.wanted = set(args.channels.split(",")) if args.channels else set()
         self.channels = {}
         self.primary = None  # (ptr, w, h, stride, fmt)
@@ -237,6 +243,10 @@ def main():
     p.add_argument("--password")
     p.add_argument("--channels", default="display,inputs,cursor")
     p.add_argument("--timeout", type=int, default=60)
+    p.add_argument("--cache-size", type=int, help="session cache-size (bytes; pixmap cache = /4 pixels)")
+    p.add_argument("--glz-window-size", type=int, help="session glz-window-size (bytes)")
+    p.add_argument("--preferred-compression", type=int,
+                   help="SpiceImageCompression to ask for (1 off .. 7 lz4)")
     args = p.parse_args()
     os.environ.setdefault("SPICE_DISABLE_GL_SCANOUT", "1")
     sys.exit(Probe(args).run())

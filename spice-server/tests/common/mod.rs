@@ -399,6 +399,11 @@ pub fn probe_script() -> PathBuf {
 
 impl Probe {
     pub fn start(port: u16, password: Option<&str>, channels: &str) -> Probe {
+        Self::start_args(port, password, channels, &[])
+    }
+
+    /// Like [`Probe::start`], with extra probe options (`--cache-size N`…).
+    pub fn start_args(port: u16, password: Option<&str>, channels: &str, extra: &[&str]) -> Probe {
         require_binary("/usr/bin/python3");
         let script = probe_script();
         assert!(script.exists(), "{} missing", script.display());
@@ -412,6 +417,7 @@ impl Probe {
         if let Some(p) = password {
             cmd.args(["--password", p]);
         }
+        cmd.args(extra);
         let mut child = cmd.spawn().expect("spawn probe");
         let stdin = child.stdin.take().expect("probe stdin");
         let stdout = child.stdout.take().expect("probe stdout");
