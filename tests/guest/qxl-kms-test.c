@@ -11,7 +11,8 @@
  *     and after each step calls DIRTYFB with exactly the damaged rectangles,
  *   - sets a 64x64 ARGB cursor (DRM_IOCTL_MODE_CURSOR with a dumb BO) and
  *     moves it,
- *   - prints progress lines and finally the FNV-1a 64 hash of the final frame.
+ *   - prints progress lines and finally the FNV-1a 64 hash of the final frame,
+ *   - keeps the frame on screen for argv[1] seconds (default 0) before exiting.
  *
  * The hash covers the visible pixels as R, G, B bytes, row by row (the X byte
  * of XRGB8888 is not part of it), so a host-side screenshot of the SPICE
@@ -262,7 +263,7 @@ static void *map_dumb(uint32_t handle, uint64_t size)
 	return p;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	printf("qxl-kms-test: start\n");
@@ -438,6 +439,15 @@ int main(void)
 	printf("qxl-kms-test: frame %ux%u fnv1a64-rgb=%016llx\n", W, H,
 	       (unsigned long long)fnv1a_rgb());
 	printf("qxl-kms-test: done\n");
-	/* Keep the mode set: the VMM's SPICE server still shows the last frame. */
+	/*
+	 * Keep the DRM fd (and so our framebuffer on the CRTC) for argv[1]
+	 * seconds: when the last fd closes, the kernel's fbdev client restores
+	 * its own console framebuffer, and a SPICE client would see that instead.
+	 */
+	long hold = argc > 1 ? strtol(argv[1], NULL, 10) : 0;
+	if (hold > 0) {
+		printf("qxl-kms-test: holding the frame for %ld s\n", hold);
+		sleep_ms(hold * 1000);
+	}
 	return 0;
 }

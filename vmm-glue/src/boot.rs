@@ -192,7 +192,7 @@ pub enum BootError {
     },
     /// The guest made no console progress in time.
     #[error(
-        "no boot progress: {phase} (no console output for {waited:?}; last line: {last_line:?}; rip {rip:#x})"
+        "no boot progress: {phase} (no console output for {waited:?}; last line: {last_line:?}; rip {rip:#x}; {cpu})"
     )]
     NoProgress {
         /// What was awaited.
@@ -203,6 +203,8 @@ pub enum BootError {
         last_line: Option<String>,
         /// The vCPU's instruction pointer when it was stopped.
         rip: u64,
+        /// Control registers and the last page-fault address then.
+        cpu: String,
     },
     /// The kernel panicked.
     #[error("guest kernel panic: {0}")]
@@ -1033,11 +1035,21 @@ fn run(
         (_, Some(Verdict::Stopped)) => "stopped",
         (_, Some(Verdict::Panic(line))) => return Err(BootError::GuestPanic(line)),
         (_, Some(Verdict::NoProgress(phase, waited, last_line))) => {
+            let cpu = vm.vcpu().get_sregs().map_or_else(
+                |e| format!("sregs unavailable: {e}"),
+                |r| {
+                    format!(
+                        "cr0 {:#x} cr2 {:#x} cr3 {:#x} cr4 {:#x} efer {:#x} idt {:#x}+{:#x}",
+                        r.cr0, r.cr2, r.cr3, r.cr4, r.efer, r.idt.base, r.idt.limit
+                    )
+                },
+            );
             return Err(BootError::NoProgress {
                 phase,
                 waited,
                 last_line,
                 rip: run.rip,
+                cpu,
             });
         }
         (GuestEnd::Shutdown, None) if s.powered_off => "guest powered off",
@@ -1049,4 +1061,78 @@ fn run(
         end: end.into(),
         ..report
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn mem() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 2 << 20)]).unwrap()
+    }
+
+    #[test]
+    fn mptable_is_found_and_sums_to_zero() {
+        let m = mem();
+        write_mptable(&m).unwrap();
+        let mut fp = [0u8; 16];
+        m.read_slice(&mut fp, GuestAddress(MPTABLE)).unwrap();
+        assert_eq!(&fp[..4], b"_MP_");
+        assert_eq!(checksum(&fp), 0, "floating pointer checksum");
+        let table = u64::from(u32::from_le_bytes(fp[4..8].try_into().unwrap()));
+        let mut hdr = [0u8; 44];
+        m.read_slice(&mut hdr, GuestAddress(table)).unwrap();
+        assert_eq!(&hdr[..4], b"PCMP");
+        let len = usize::from(u16::from_le_bytes([hdr[4], hdr[5]]));
+        let mut cfg = vec![0u8; len];
+        m.read_slice(&mut cfg, GuestAddress(table)).unwrap();
+        assert_eq!(checksum(&cfg), 0, "configuration table checksum");
+        let (entries, count) = mptable_entries();
+        assert_eq!(len, 44 + entries.len());
+        // 1 CPU + 2 buses + IOAPIC + 16 ISA + 1 PCI + 2 local.
+        assert_eq!(count, 23);
+        // The QXL entry: PCI bus 0, device 2 INTA#, level/high, pin 16.
+        // The processor entry is 20 bytes, every other entry 8.
+        let pci: Vec<&[u8]> = cfg[44 + 20..]
+            .chunks(8)
+            .filter(|e| e[0] == 3 && e[4] == 0)
+            .collect();
+        assert_eq!(pci, vec![&[3, 0, 0x0d, 0, 0, 8, IOAPIC_ID, 16][..]]);
+    }
+
+    #[test]
+    fn boot_segments_decode_as_long_mode() {
+        let cs = segment(0x08, GDT_ENTRIES[1]);
+        assert_eq!(
+            (cs.type_, cs.l, cs.db, cs.s, cs.present, cs.g, cs.limit),
+            (0xb, 1, 0, 1, 1, 1, 0xffff_ffff)
+        );
+        let ds = segment(0x10, GDT_ENTRIES[2]);
+        assert_eq!((ds.type_, ds.l, ds.db, ds.unusable), (0x3, 0, 1, 0));
+        let tr = segment(0x18, GDT_ENTRIES[3]);
+        assert_eq!((tr.type_, tr.s), (0xb, 0));
+    }
+
+    #[test]
+    fn bars_are_naturally_aligned_above_ram() {
+        let bases = qxl_bar_bases(&QxlConfig::default());
+        let c = QxlConfig::default();
+        for (bar, size) in [(0, c.ram_size), (1, c.vram_size), (2, c.rom_size())] {
+            let at = bases.iter().find(|b| b.0 == bar).unwrap().1;
+            assert!(
+                at >= MMIO_BASE && at % size.next_power_of_two() == 0,
+                "BAR{bar} at {at:#x}"
+            );
+        }
+        assert!(bases.contains(&(3, QXL_IO_BASE)));
+    }
+
+    #[test]
+    fn e820_covers_ram_without_the_mptable() {
+        let map = e820(512 << 20);
+        let ram: u64 = map.iter().filter(|e| e.2 == 1).map(|e| e.1).sum();
+        assert_eq!(ram, (512 << 20) - (HIGH_RAM - MPTABLE));
+        assert!(map.iter().any(|e| e.2 == 2 && e.0 == MPTABLE));
+    }
 }
