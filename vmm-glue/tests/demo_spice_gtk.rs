@@ -106,6 +106,7 @@ fn demo_frames_arrive_pixel_exact_in_spice_gtk() {
     // The README's picture comes from here.
     let out =
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/demo-screenshot.png");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     save_png(&out, pw, ph, &ppm);
 }
 
