@@ -3,6 +3,9 @@
 #
 #   target/test-guest/vmlinuz          Debian's kernel (the real versioned linux-image-*-amd64
 #                                      that the linux-image-amd64 meta package depends on)
+#   target/test-guest/vmlinux          the same kernel as an ELF with its PVH entry note (the
+#                                      bzImage's compressed payload, decompressed): a VMM can
+#                                      enter it directly, without the bzImage decompressor
 #   target/test-guest/initramfs.cpio.gz  busybox-static + /init (tests/guest/init) + qxl.ko and
 #                                      its module dependencies + /qxl-kms-test (tests/guest/
 #                                      qxl-kms-test.c built with the machine's gcc -static)
@@ -41,7 +44,7 @@ bbver="$(apt-cache policy busybox-static | sed -n 's/^ *Candidate: //p')"
 inputs_hash="$(cat "$0" "$src/init" "$src/qxl-kms-test.c" | sha256sum | cut -c1-16)"
 key="kernel=$kpkg $kver busybox-static=$bbver inputs=$inputs_hash gcc=$(gcc -dumpfullversion)"
 
-if [ -f "$out/manifest" ] && [ -f "$out/initramfs.cpio.gz" ] && [ -f "$out/vmlinuz" ] &&
+if [ -f "$out/manifest" ] && [ -f "$out/initramfs.cpio.gz" ] && [ -f "$out/vmlinuz" ] && [ -f "$out/vmlinux" ] &&
     [ "$(head -n1 "$out/manifest")" = "$key" ]; then
     log "up to date ($key)"
     exit 0
@@ -67,6 +70,28 @@ dpkg-deb -x "$kdeb" "$work/kernel"
 dpkg-deb -x "$bbdeb" "$work/busybox"
 uname_r="$(ls "$work/kernel/lib/modules")"
 cp "$work/kernel/boot/vmlinuz-$uname_r" "$out/vmlinuz.tmp"
+
+# The ELF vmlinux inside the bzImage: setup_sects (0x1f1), payload_offset (0x248) and
+# payload_length (0x24c) locate the compressed payload after the real-mode setup.
+u8at() { od -An -tu1 -j "$2" -N1 "$1" | tr -d ' '; }
+u32at() { od -An -tu4 -j "$2" -N4 "$1" | tr -d ' '; }
+bz="$out/vmlinuz.tmp"
+sects="$(u8at "$bz" $((0x1f1)))"
+[ "$sects" -eq 0 ] && sects=4
+poff="$(u32at "$bz" $((0x248)))"
+plen="$(u32at "$bz" $((0x24c)))"
+# (payload_length stops short of the end of an xz stream: decompress from the payload's start
+# and let the decompressor stop at the end of its first stream.)
+payload_cat() { tail -c +$(((sects + 1) * 512 + poff + 1)) "$bz" || true; } # SIGPIPE is fine
+magic="$(payload_cat | head -c 4 | od -An -tx1 | tr -d ' ' || true)"
+log "bzImage payload: $plen bytes at $poff after $sects setup sectors, magic $magic"
+case "$magic" in
+fd377a58) payload_cat | xz -dc --single-stream >"$out/vmlinux.tmp" ;;
+28b52ffd) payload_cat | zstd -qdc >"$out/vmlinux.tmp" ;;
+1f8b*) payload_cat | gzip -dc >"$out/vmlinux.tmp" 2>/dev/null || [ -s "$out/vmlinux.tmp" ] ;;
+*) log "unknown bzImage payload compression"; exit 1 ;;
+esac
+[ "$(head -c 4 "$out/vmlinux.tmp" | od -An -tx1 | tr -d ' ')" = 7f454c46 ] || { log "payload is not an ELF"; exit 1; }
 
 # 3. qxl.ko and its dependencies, resolved through modules.dep (depmod writes it; Debian's
 #    package ships none). modules.dep lists the whole dependency closure, dependencies
@@ -110,12 +135,13 @@ strip "$work/root/qxl-kms-test"
 ) | gzip -n -9 >"$out/initramfs.cpio.gz.tmp"
 mv "$out/initramfs.cpio.gz.tmp" "$out/initramfs.cpio.gz"
 mv "$out/vmlinuz.tmp" "$out/vmlinuz"
+mv "$out/vmlinux.tmp" "$out/vmlinux"
 echo "console=ttyS0 panic=-1 loglevel=7" >"$out/cmdline"
 {
     echo "$key"
     echo "uname_r=$uname_r"
     echo "modules=$(tr '\n' ' ' <"$work/root/modules.load")"
-    sha256sum "$out/vmlinuz" "$out/initramfs.cpio.gz" | sed "s|$out/||"
+    sha256sum "$out/vmlinuz" "$out/vmlinux" "$out/initramfs.cpio.gz" | sed "s|$out/||"
 } >"$out/manifest"
 rm -rf "$work"
 log "done: $out ($(du -h "$out/initramfs.cpio.gz" | cut -f1) initramfs)"
