@@ -273,6 +273,9 @@ impl Sender<'_> {
             self.started = true;
             let pixels = self.prefs.cache_pixels.load(Ordering::Relaxed);
             self.images.pixmaps = images::PixmapCache::new(pixels);
+            // A new client window: a new dictionary (ids from 0).
+            self.images.glz = (p.client.glz_window > 0 && p.client.full_canvas)
+                .then(|| crate::codecs::glz::GlzDictionary::new(p.client.glz_window));
             self.send(INVAL_ALL_PIXMAPS, &[0])?; // no wait list
             self.send(msg_display::INVAL_ALL_PALETTES, &[])?;
         }
@@ -595,8 +598,15 @@ mod tests {
     #[test]
     fn lz4_draw_copy_round_trips() -> Result<(), Error> {
         let (w, h) = (100u32, 400u32);
+        // X bytes 0: sent as 32BIT (mixed X bytes would travel as RGBA)
         let px: Vec<u8> = (0..w * h * 4)
-            .map(|i| u8::try_from(i % 7).unwrap_or(0))
+            .map(|i| {
+                if i % 4 == 3 {
+                    0
+                } else {
+                    u8::try_from(i % 7).unwrap_or(0)
+                }
+            })
             .collect();
         let mut c = ctx(ImageCompression::Lz4);
         let b = draw_copy_body(0, &Rect::new(0, 0, 100, 400), &px, false, &mut c, None)?;
