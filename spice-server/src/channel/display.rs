@@ -276,7 +276,12 @@ impl Sender<'_> {
             // A new client window: a new dictionary (ids from 0).
             self.images.glz = (p.client.glz_window > 0 && p.client.full_canvas)
                 .then(|| crate::codecs::glz::GlzDictionary::new(p.client.glz_window));
-            self.send(INVAL_ALL_PIXMAPS, &[0])?; // no wait list
+            // Only clients that get the pixmap cache (spice-common's canvas)
+            // are told to drop theirs: spice-html5 does not implement
+            // INVAL_ALL_PIXMAPS.
+            if p.client.full_canvas {
+                self.send(INVAL_ALL_PIXMAPS, &[0])?; // no wait list
+            }
             self.send(msg_display::INVAL_ALL_PALETTES, &[])?;
         }
         Ok(())
@@ -423,7 +428,9 @@ impl Sender<'_> {
                 // dropped too, so that a reset starts from empty caches.
                 self.images.palettes.clear();
                 self.images.pixmaps.clear();
-                self.send(INVAL_ALL_PIXMAPS, &[0])?;
+                if self.images.policy.client.full_canvas {
+                    self.send(INVAL_ALL_PIXMAPS, &[0])?;
+                }
             }
         }
         Ok(())
