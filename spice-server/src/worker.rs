@@ -73,6 +73,9 @@ pub const DISPLAY_OUTBOX_HARD_CAP: usize = 2 * DISPLAY_OUTBOX_CAP;
 pub const MAX_QUEUED_DRAW_BYTES: usize = 64 << 20;
 /// Items a cursor client's outbox holds before it is collapsed to the current state.
 pub const CURSOR_OUTBOX_CAP: usize = 64;
+/// Most heads forwarded in a monitors configuration (spice-server's
+/// device-side `MAX_MONITORS_COUNT`).
+pub const MAX_MONITORS: usize = 16;
 
 /// What a display client's writer has to do next.
 #[derive(Debug)]
@@ -90,6 +93,9 @@ pub enum DisplayItem {
     Resync(Vec<(u32, SurfaceCell)>),
     /// The device was reset: send DISPLAY_RESET.
     Reset,
+    /// The guest's monitors configuration (only queued for clients with the
+    /// MONITORS_CONFIG cap).
+    MonitorsConfig(Arc<MonitorsConfig>),
 }
 
 impl DisplayItem {
@@ -99,9 +105,11 @@ impl DisplayItem {
         match self {
             Self::Create(id, c, true) | Self::Damage(id, c, _) => vec![(*id, Arc::clone(c))],
             Self::Resync(list) => list.clone(),
-            Self::Create(_, _, false) | Self::Destroy(_) | Self::Draw(..) | Self::Reset => {
-                Vec::new()
-            }
+            Self::Create(_, _, false)
+            | Self::Destroy(_)
+            | Self::Draw(..)
+            | Self::Reset
+            | Self::MonitorsConfig(_) => Vec::new(),
         }
     }
 
@@ -430,6 +438,8 @@ struct Worker {
     cursor_clients: Vec<Arc<Outbox<CursorItem>>>,
     cursor: CursorState,
     unsupported_logged: u32,
+    /// The guest's last monitors configuration.
+    monitors: Option<Arc<MonitorsConfig>>,
 }
 
 /// The surfaces a client with `caps` has, primary first.
@@ -550,13 +560,9 @@ impl Worker {
                 });
                 let _ = reply.send(px);
             }
-            WorkerMsg::MonitorsConfig(m) => {
-                log::debug!(
-                    "monitors config with {} heads (not forwarded yet)",
-                    m.heads.len()
-                );
-            }
+            WorkerMsg::MonitorsConfig(m) => self.monitors_config(m),
             WorkerMsg::Reset => {
+                self.monitors = None;
                 self.destroy_all();
                 self.display_clients.retain(|c| !c.outbox.is_closed());
                 for c in &self.display_clients {
@@ -578,7 +584,13 @@ impl Worker {
             }
             WorkerMsg::AddDisplayClient(o, caps) => {
                 let all = client_surfaces(&self.surfaces, &self.formats, &caps);
-                o.with(|s| s.items.push_back(DisplayItem::Resync(all)));
+                let monitors = self.monitors.clone().filter(|_| caps.monitors_config);
+                o.with(|s| {
+                    s.items.push_back(DisplayItem::Resync(all));
+                    if let Some(m) = monitors {
+                        s.items.push_back(DisplayItem::MonitorsConfig(m));
+                    }
+                });
                 self.display_clients.retain(|c| !c.outbox.is_closed());
                 self.display_clients.push(DisplayClient { outbox: o, caps });
             }
@@ -591,6 +603,42 @@ impl Worker {
             WorkerMsg::Sync(reply) => {
                 let _ = reply.send(());
             }
+        }
+    }
+
+    /// Keep the guest's monitors configuration (for late joiners) and forward
+    /// it to the clients that understand it. Like spice-server, a config with
+    /// no heads or more heads than the guest allows is ignored, and at most
+    /// [`MAX_MONITORS`] heads are kept.
+    fn monitors_config(&mut self, mut m: MonitorsConfig) {
+        if m.heads.is_empty() || (m.max_allowed != 0 && m.heads.len() > usize::from(m.max_allowed))
+        {
+            log::warn!(
+                "ignoring a monitors config with {} heads (max_allowed {})",
+                m.heads.len(),
+                m.max_allowed
+            );
+            return;
+        }
+        m.heads.truncate(MAX_MONITORS);
+        let m = Arc::new(m);
+        self.monitors = Some(Arc::clone(&m));
+        self.display_clients.retain(|c| !c.outbox.is_closed());
+        for c in self
+            .display_clients
+            .iter()
+            .filter(|c| c.caps.monitors_config)
+        {
+            // At most one queued config per client: a newer one replaces it,
+            // so a guest repeating MONITORS_CONFIG_ASYNC cannot grow a queue.
+            c.outbox.with(|s| {
+                if !s.closed {
+                    s.items
+                        .retain(|i| !matches!(i, DisplayItem::MonitorsConfig(_)));
+                    s.items
+                        .push_back(DisplayItem::MonitorsConfig(Arc::clone(&m)));
+                }
+            });
         }
     }
 

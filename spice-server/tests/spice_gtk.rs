@@ -479,3 +479,47 @@ fn guest_keyboard_leds_reach_the_client() {
     h.server.set_keyboard_modifiers(4 | 1); // CAPS_LOCK | SCROLL_LOCK
     p.wait_for("KEY_MODIFIERS 5", T, |l| l == "KEY_MODIFIERS 5");
 }
+
+#[test]
+fn guest_monitors_config_reaches_the_client() {
+    use spice_server::command::{DisplaySink, Head, MonitorsConfig};
+    let mut h = start(open_config());
+    scene(&mut h.display);
+    let head = |id: u32, x: u32, w: u32| Head {
+        id,
+        surface_id: 0,
+        width: w,
+        height: 480,
+        x,
+        y: 0,
+        flags: 0,
+    };
+    // Sent before the client joins: a late joiner gets the current config.
+    h.display.monitors_config(MonitorsConfig {
+        max_allowed: 4,
+        heads: vec![head(0, 0, 320), head(1, 320, 320)],
+    });
+    let mut p = Probe::start(h.port(), None, "display");
+    p.wait_for("MONITORS max=4", T, |l| l == "MONITORS max=4");
+    // A config the guest does not allow (more heads than max_allowed) is ignored;
+    // a later valid one arrives.
+    h.display.monitors_config(MonitorsConfig {
+        max_allowed: 1,
+        heads: vec![head(0, 0, 320), head(1, 320, 320)],
+    });
+    h.display.monitors_config(MonitorsConfig {
+        max_allowed: 2,
+        heads: vec![head(0, 0, 640)],
+    });
+    p.wait_for("MONITORS max=2", T, |l| l == "MONITORS max=2");
+    let seen: Vec<_> = p.log.iter().filter(|l| l.starts_with("MONITORS")).collect();
+    // spice-gtk starts at max=1; after max=4 arrived, the refused config
+    // (max_allowed 1) must not show up.
+    let after: Vec<&str> = seen
+        .iter()
+        .map(|l| l.as_str())
+        .skip_while(|l| *l != "MONITORS max=4")
+        .collect();
+    assert_eq!(after, ["MONITORS max=4", "MONITORS max=2"], "{seen:?}");
+    eprintln!("client saw: {seen:?}");
+}

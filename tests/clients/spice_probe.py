@@ -10,6 +10,7 @@ stdout (one event per line, flushed):
   PRIMARY <w> <h> <stride> <format>
   INVALIDATE <x> <y> <w> <h>
   MARK
+  MONITORS max=<n>            the display channel's monitors config changed (max_allowed)
   MOUSE_MODE <n>
   CURSOR_SET <w> <h> <hot_x> <hot_y> <hex of the w*h*4 BGRA bytes, or - when absent or large>
   CURSOR_MOVE <x> <y> | CURSOR_HIDE | CURSOR_RESET
@@ -95,6 +96,8 @@ class Probe:
             GObject.Object.connect(ch, "display-primary-destroy", self.on_primary_destroy)
             GObject.Object.connect(ch, "display-invalidate", self.on_invalidate)
             GObject.Object.connect(ch, "display-mark", self.on_mark)
+            GObject.Object.connect(ch, "notify::monitors", self.on_monitors)
+            GObject.Object.connect(ch, "notify::monitors-max", self.on_monitors)
         if isinstance(ch, Spice.CursorChannel):
             GObject.Object.connect(ch, "cursor-set", self.on_cursor_set)
             GObject.Object.connect(ch, "cursor-move", lambda c, x, y: out("CURSOR_MOVE %d %d" % (x, y)))
@@ -125,6 +128,11 @@ class Probe:
     def on_primary_create(self, ch, fmt, w, h, stride, shmid, imgdata):
         self.primary = (imgdata, w, h, stride, fmt)
         out("PRIMARY %d %d %d %d" % (w, h, stride, fmt))
+
+    def on_monitors(self, ch, _pspec):
+        # The "monitors" GArray of structs does not convert through GI; the
+        # maximum (the guest's max_allowed) is what changes visibly.
+        out("MONITORS max=%d" % ch.get_property("monitors-max"))
 
     def on_cursor_set(self, ch, w, h, hx, hy, rgba):
         data = "-"

@@ -41,7 +41,7 @@ use super::{Conn, handle_base, log_end, read_loop};
 use crate::Error;
 use crate::canvas::Surface;
 use crate::codecs::{ImageRef, PixelFormat, lz4};
-use crate::command::{Rect, Ropd, SurfaceFormat};
+use crate::command::{MonitorsConfig, Rect, Ropd, SurfaceFormat};
 use crate::server::{ImageCompression, Shared, WanCompression};
 use crate::wire::{MessageWriter, Reader, Writer, display_cap, msg_base, msg_display};
 use crate::worker::{DISPLAY_OUTBOX_CAP, DisplayItem, DisplayStats, SurfaceCell};
@@ -68,6 +68,10 @@ pub const INVAL_PALETTE: u16 = 107;
 const CAP_COMPOSITE: u32 = 2;
 /// `SPICE_DISPLAY_CAP_A8_SURFACE`.
 const CAP_A8_SURFACE: u32 = 3;
+/// `SPICE_DISPLAY_CAP_MONITORS_CONFIG`.
+const CAP_MONITORS_CONFIG: u32 = 1;
+/// `SPICE_MSG_DISPLAY_MONITORS_CONFIG`.
+pub const MONITORS_CONFIG: u16 = 317;
 
 /// The `SpiceSurfaceFmt` a surface of this guest format has on clients
 /// (the canvas keeps 16-bit surfaces as 32-bit xRGB, and so do clients).
@@ -379,6 +383,10 @@ impl Sender<'_> {
                 }
             }
             DisplayItem::Destroy(id) => self.destroy(id)?,
+            DisplayItem::MonitorsConfig(m) => {
+                let body = monitors_config_body(&m)?;
+                self.send(MONITORS_CONFIG, &body)?;
+            }
             DisplayItem::Draw(d, _) => {
                 if self.known.contains_key(&d.surface_id) {
                     self.images.begin_message();
@@ -437,6 +445,24 @@ impl Sender<'_> {
     }
 }
 
+/// The body of `SPICE_MSG_DISPLAY_MONITORS_CONFIG`: count u16, max_allowed u16,
+/// then per head monitor_id, surface_id, width, height, x, y, flags (u32 each).
+pub fn monitors_config_body(m: &MonitorsConfig) -> Result<Vec<u8>, Error> {
+    let count = u16::try_from(m.heads.len()).map_err(|_| Error::Malformed("monitor count"))?;
+    let mut w = Writer::new();
+    w.u16(count).u16(m.max_allowed);
+    for h in &m.heads {
+        w.u32(h.id)
+            .u32(h.surface_id)
+            .u32(h.width)
+            .u32(h.height)
+            .u32(h.x)
+            .u32(h.y)
+            .u32(h.flags);
+    }
+    Ok(w.finish())
+}
+
 /// Runs a display channel connection until it closes.
 pub(crate) fn run(shared: &Arc<Shared>, conn: &Conn) -> Result<(), Error> {
     let outbox = Arc::new(Outbox::new(DISPLAY_OUTBOX_CAP));
@@ -446,6 +472,7 @@ pub(crate) fn run(shared: &Arc<Shared>, conn: &Conn) -> Result<(), Error> {
         full_canvas: composite,
         composite,
         a8_surface: conn.request.channel_caps.has(CAP_A8_SURFACE),
+        monitors_config: conn.request.channel_caps.has(CAP_MONITORS_CONFIG),
         lz4: false,
     };
     let cfg = &shared.config;

@@ -85,6 +85,9 @@ pub struct NativeCaps {
     pub composite: bool,
     /// `SPICE_DISPLAY_CAP_A8_SURFACE`: A8 surfaces may be created on the client.
     pub a8_surface: bool,
+    /// `SPICE_DISPLAY_CAP_MONITORS_CONFIG`: the guest's monitors configuration
+    /// is forwarded as `SPICE_MSG_DISPLAY_MONITORS_CONFIG`.
+    pub monitors_config: bool,
     /// LZ4 images may be sent (client cap, server config, client preference).
     pub lz4: bool,
 }
