@@ -14,3 +14,4 @@ pub mod error;
 pub mod qxl;
 
 pub use error::Error;
+pub mod virtio_input;
