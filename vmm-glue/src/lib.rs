@@ -11,6 +11,7 @@
 //! - [`event_handler`]: the event-manager subscriber that consumes the rings.
 //! - [`boot`]: `qxl-vmm boot`, a Linux guest (bzImage/PVH) with the QXL device and a serial console.
 //! - [`error`]: the crate's error type.
+//! - [`input`]: the SPICE inputs channel → virtio-input keyboard, tablet and mouse.
 
 pub mod boot;
 pub mod cli;
@@ -23,3 +24,4 @@ pub mod record_replay;
 pub mod scene;
 
 pub use error::{Error, Result};
+pub mod input;
