@@ -22,8 +22,8 @@ use qxl_benches::ratio_to_memcpy;
 use spice_server::canvas::{self, Pixels, Surface, SurfaceSource};
 use spice_server::channel::display::draw_marshal::marshal_draw;
 use spice_server::command::{
-    BITMAP_TOP_DOWN, Bitmap, BitmapFormat, Brush, Clip, Command, CopyOp, DisplaySink, DrawOp,
-    Drawable, Image, ImageData, Mask, Point, Rect, Ropd, ScaleMode, SurfaceCreate, SurfaceFormat,
+    BITMAP_TOP_DOWN, Bitmap, BitmapFormat, Brush, Command, CopyOp, DisplaySink, DrawOp, Drawable,
+    Image, ImageData, Mask, Point, Rect, Ropd, ScaleMode, SurfaceCreate, SurfaceFormat,
 };
 use vmm_glue::scene::{DesktopScene, Scene};
 
@@ -36,17 +36,7 @@ impl SurfaceSource for NoSources {
 }
 
 fn draw(bbox: Rect, op: DrawOp) -> Drawable {
-    Drawable {
-        surface_id: 0,
-        effect: 1,
-        self_bitmap: None,
-        bbox,
-        clip: Clip::None,
-        mm_time: 0,
-        surfaces_dest: [-1; 3],
-        surfaces_rects: [Rect::default(); 3],
-        op,
-    }
+    Drawable::on_primary(bbox, op)
 }
 
 fn bench_canvas(c: &mut Criterion) {

@@ -50,17 +50,7 @@ fn setup() -> (GuestMemoryMmap, MemSlots, GuestHeap) {
 }
 
 fn drawable(bbox: Rect, clip: Clip, op: DrawOp) -> Command {
-    Command::Draw(Drawable {
-        surface_id: 0,
-        effect: 1,
-        self_bitmap: None,
-        bbox,
-        clip,
-        mm_time: 0,
-        surfaces_dest: [-1; 3],
-        surfaces_rects: [Rect::default(); 3],
-        op,
-    })
+    Command::Draw(Drawable::on_primary(bbox, op).with_clip(clip))
 }
 
 fn small_fill(i: i32) -> Command {

@@ -625,6 +625,31 @@ pub struct Drawable {
     pub op: DrawOp,
 }
 
+impl Drawable {
+    /// A drawable on the primary surface with no clip, no self bitmap, no
+    /// source surfaces and the OPAQUE effect: what most drivers send.
+    pub fn on_primary(bbox: Rect, op: DrawOp) -> Self {
+        Self {
+            surface_id: 0,
+            effect: 1,
+            self_bitmap: None,
+            bbox,
+            clip: Clip::None,
+            mm_time: 0,
+            surfaces_dest: [-1; 3],
+            surfaces_rects: [Rect::default(); 3],
+            op,
+        }
+    }
+
+    /// The same drawable with `clip`.
+    #[must_use]
+    pub fn with_clip(mut self, clip: Clip) -> Self {
+        self.clip = clip;
+        self
+    }
+}
+
 /// Surface pixel formats (`SpiceSurfaceFmt`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u32)]

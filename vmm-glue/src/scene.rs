@@ -26,8 +26,8 @@
 use std::path::Path;
 
 use spice_server::command::{
-    BITMAP_TOP_DOWN, Bitmap, BitmapFormat, Brush, Clip, Command, CopyOp, Cursor, CursorCmd,
-    CursorType, DrawOp, Drawable, Image, ImageData, Point, Point16, Rect, Ropd, ScaleMode,
+    BITMAP_TOP_DOWN, Bitmap, BitmapFormat, Brush, Command, CopyOp, Cursor, CursorCmd, CursorType,
+    DrawOp, Drawable, Image, ImageData, Point, Point16, Rect, Ropd, ScaleMode,
 };
 
 use crate::error::{Error, Result};
@@ -172,17 +172,7 @@ fn copy_cmd(canvas: &Canvas, r: Rect) -> Option<Command> {
 }
 
 fn draw(bbox: Rect, op: DrawOp) -> Command {
-    Command::Draw(Drawable {
-        surface_id: 0,
-        effect: 1,
-        self_bitmap: None,
-        bbox,
-        clip: Clip::None,
-        mm_time: 0,
-        surfaces_dest: [-1; 3],
-        surfaces_rects: [Rect::default(); 3],
-        op,
-    })
+    Command::Draw(Drawable::on_primary(bbox, op))
 }
 
 fn fill_cmd(r: Rect, color: u32) -> Command {
