@@ -85,6 +85,15 @@ use vmm_glue::event_handler::{EventThread, QxlEventHandler};
 use vmm_glue::kvm::{self, DONE, QxlVm, VcpuEntry, VmConfig, VmError};
 use vmm_glue::scene::{DesktopScene, Scene};
 
+/// Prints a `SKIP:` line past libtest's output capture (which only catches the
+/// `print!` family), so that CI logs show why a test did not run for real.
+macro_rules! skip {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 const W: u32 = 1024;
 const H: u32 = 768;
 const FRAMES: u64 = 16;
@@ -1008,7 +1017,7 @@ fn read_u32(vm: &QxlVm<spice_server::DisplayHandle>, gpa: u32) -> u32 {
 #[test]
 fn kvm_guest_drives_qxl_to_spice_client() {
     if let Err(reason) = kvm::probe_kvm() {
-        println!("SKIP: {reason}");
+        skip!("SKIP: {reason}");
         return;
     }
     common::init_log();
@@ -1050,7 +1059,7 @@ fn kvm_guest_drives_qxl_to_spice_client() {
     let mut vm = match QxlVm::new(vm_config, device_config(W, H), display.clone()) {
         Ok(vm) => vm,
         Err(VmError::Unavailable(reason)) => {
-            println!("SKIP: {reason}");
+            skip!("SKIP: {reason}");
             return;
         }
         Err(e) => panic!("building the VM failed: {e}"),
@@ -1194,7 +1203,7 @@ fn kvm_guest_drives_qxl_to_spice_client() {
 
 fn tiny_vm() -> Option<QxlVm<RecordingSink>> {
     if let Err(reason) = kvm::probe_kvm() {
-        println!("SKIP: {reason}");
+        skip!("SKIP: {reason}");
         return None;
     }
     let vm = QxlVm::new(

@@ -28,6 +28,15 @@ use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+/// Prints a `SKIP:` line past libtest's output capture (which only catches the
+/// `print!` family), so that CI logs show why a test did not run for real.
+macro_rules! skip {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// Where the guest image lands.
 fn guest_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-guest")
@@ -346,7 +355,7 @@ fn boot_with_our_vmm(what: &str, kernel: PathBuf, initrd: PathBuf, first_output:
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Err(e) = vmm_glue::kvm::probe_kvm() {
-        eprintln!("SKIP: KVM is unusable here: {e}");
+        skip!("SKIP: KVM is unusable here: {e}");
         return;
     }
     let (tx, rx) = std::sync::mpsc::channel();
@@ -384,7 +393,7 @@ fn boot_with_our_vmm(what: &str, kernel: PathBuf, initrd: PathBuf, first_output:
         let transcript = console.transcript();
         match res {
             Err(e @ BootError::Emulation { .. }) => {
-                eprintln!(
+                skip!(
                     "SKIP: KVM cannot boot Linux ({what}) on this host{}: {e} (after {:.1} s, {} console lines, the last: {:?})",
                     kvm_host_note(),
                     booted.as_secs_f64(),
@@ -398,7 +407,7 @@ fn boot_with_our_vmm(what: &str, kernel: PathBuf, initrd: PathBuf, first_output:
                     last_line: None, ..
                 },
             ) => {
-                eprintln!(
+                skip!(
                     "SKIP: KVM cannot boot Linux ({what}) on this host{}: {e} (after {:.1} s)",
                     kvm_host_note(),
                     booted.as_secs_f64()
