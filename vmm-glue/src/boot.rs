@@ -727,21 +727,7 @@ fn setup_vcpu<S: spice_server::command::DisplaySink + Send + 'static>(
             regs.rsi = ZERO_PAGE;
         }
         Entry::Pvh { rip } => {
-            let code = kvm_segment {
-                base: 0,
-                limit: 0xffff_ffff,
-                selector: 0x08,
-                type_: 0xb,
-                present: 1,
-                dpl: 0,
-                db: 1,
-                s: 1,
-                l: 0,
-                g: 1,
-                avl: 0,
-                unusable: 0,
-                padding: 0,
-            };
+            let code = crate::kvm::FLAT_CODE32;
             let data = kvm_segment {
                 selector: 0x10,
                 type_: 0x3,

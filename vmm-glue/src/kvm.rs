@@ -214,6 +214,25 @@ pub fn lock_device<S: DisplaySink>(
     dev.lock().map_err(|_| VmError::Poisoned)
 }
 
+/// A flat 32-bit code segment (base 0, limit 4 GiB, selector 0x08, execute/read,
+/// accessed): what a protected-mode entry without paging loads into CS.
+/// `..FLAT_CODE32` with `selector: 0x10, type_: 0x3` gives the matching data segment.
+pub const FLAT_CODE32: kvm_segment = kvm_segment {
+    base: 0,
+    limit: 0xffff_ffff,
+    selector: 0x08,
+    type_: 0xb,
+    present: 1,
+    dpl: 0,
+    db: 1,
+    s: 1,
+    l: 0,
+    g: 1,
+    avl: 0,
+    unusable: 0,
+    padding: 0,
+};
+
 /// KVM memory slot of guest RAM.
 const SLOT_GUEST_RAM: u32 = 0;
 /// KVM memory slot of BAR0 (QXL RAM).
@@ -678,21 +697,7 @@ impl<S: DisplaySink + Send + 'static> QxlVm<S> {
 
     fn set_entry(&self, entry: VcpuEntry) -> VmResult<()> {
         let mut sregs = self.vcpu.get_sregs().map_err(VmError::kvm("get sregs"))?;
-        let code = kvm_segment {
-            base: 0,
-            limit: 0xffff_ffff,
-            selector: 0x08,
-            type_: 0xb,
-            present: 1,
-            dpl: 0,
-            db: 1,
-            s: 1,
-            l: 0,
-            g: 1,
-            avl: 0,
-            unusable: 0,
-            padding: 0,
-        };
+        let code = FLAT_CODE32;
         let data = kvm_segment {
             selector: 0x10,
             type_: 0x3,
