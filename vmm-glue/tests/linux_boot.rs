@@ -20,10 +20,13 @@
     missing_docs
 )]
 
+#[path = "../../spice-server/tests/common/mod.rs"]
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Proc, Stdio};
+use std::process::{Command as Proc, Stdio};
 use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -102,73 +105,12 @@ fn parse_hash(line: &str) -> Option<(u32, u32, u64)> {
     ))
 }
 
-fn parse_ppm(data: &[u8]) -> Option<(u32, u32, Vec<u8>)> {
-    let mut fields = Vec::new();
-    let mut i = 0;
-    while fields.len() < 4 {
-        while data.get(i)?.is_ascii_whitespace() {
-            i += 1;
-        }
-        let start = i;
-        while !data.get(i)?.is_ascii_whitespace() {
-            i += 1;
-        }
-        fields.push(std::str::from_utf8(data.get(start..i)?).ok()?);
-    }
-    i += 1;
-    if fields[0] != "P6" || fields[3] != "255" {
-        return None;
-    }
-    Some((
-        fields[1].parse().ok()?,
-        fields[2].parse().ok()?,
-        data.get(i..)?.to_vec(),
-    ))
-}
-
-/// One spicy-screenshot run against `127.0.0.1:port`: the primary surface as RGB.
+/// One spicy-screenshot run against `127.0.0.1:port` (the shared real-client
+/// harness): the primary surface as RGB.
 fn spicy_screenshot(port: u16) -> Result<(u32, u32, Vec<u8>), String> {
-    let bin = "/usr/bin/spicy-screenshot";
-    assert!(
-        Path::new(bin).exists(),
-        "{bin} is missing: run scripts/install-test-deps.sh (real-client tests are never skipped)"
-    );
-    let out = std::env::temp_dir().join(format!("linux-boot-{}-{port}.ppm", std::process::id()));
-    let _ = std::fs::remove_file(&out);
-    let mut child = Proc::new(bin)
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-o"])
-        .arg(&out)
-        .env("SPICE_DISABLE_GL_SCANOUT", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("spawn {bin}: {e}"))?;
-    let status = wait_child(&mut child, Duration::from_secs(60));
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
-    }
-    let data =
-        std::fs::read(&out).map_err(|e| format!("no screenshot ({status:?}): {e}\n{stderr}"))?;
-    let _ = std::fs::remove_file(&out);
-    parse_ppm(&data).ok_or_else(|| format!("bad PPM ({status:?})\n{stderr}"))
-}
-
-/// Wait for our own child; kill it (by handle) after `timeout`.
-fn wait_child(child: &mut Child, timeout: Duration) -> Option<i32> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(s)) => return s.code(),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-        }
-    }
+    let s = common::spicy_screenshot(port, None, Duration::from_secs(60));
+    s.ppm
+        .ok_or_else(|| format!("no screenshot ({:?})\n{}", s.status, s.stderr))
 }
 
 /// Console lines seen so far, and a way to wait for the next matching one.

@@ -12,10 +12,12 @@
     missing_docs
 )]
 
+#[path = "../../spice-server/tests/common/mod.rs"]
+mod common;
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command as Proc, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -206,67 +208,12 @@ impl Drop for CountingProxy {
     }
 }
 
-fn parse_ppm(data: &[u8]) -> Option<(u32, u32, Vec<u8>)> {
-    let mut fields = Vec::new();
-    let mut i = 0;
-    while fields.len() < 4 {
-        while data.get(i)?.is_ascii_whitespace() {
-            i += 1;
-        }
-        let start = i;
-        while !data.get(i)?.is_ascii_whitespace() {
-            i += 1;
-        }
-        fields.push(std::str::from_utf8(&data[start..i]).ok()?.to_owned());
-    }
-    i += 1;
-    if fields[0] != "P6" || fields[3] != "255" {
-        return None;
-    }
-    Some((
-        fields[1].parse().ok()?,
-        fields[2].parse().ok()?,
-        data.get(i..)?.to_vec(),
-    ))
-}
-
+/// One spicy-screenshot run against `127.0.0.1:port` (the shared real-client
+/// harness): the primary surface as RGB.
 fn spicy_screenshot(port: u16) -> (u32, u32, Vec<u8>) {
-    let bin = "/usr/bin/spicy-screenshot";
-    assert!(
-        Path::new(bin).exists(),
-        "{bin} is missing: run scripts/install-test-deps.sh (real-client tests are never skipped)"
-    );
-    let out = std::env::temp_dir().join(format!("linux-recording-{}.ppm", std::process::id()));
-    let _ = std::fs::remove_file(&out);
-    let mut child = Proc::new(bin)
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-o"])
-        .arg(&out)
-        .env("SPICE_DISABLE_GL_SCANOUT", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
-    }
-    let data =
-        std::fs::read(&out).unwrap_or_else(|e| panic!("no screenshot ({status:?}): {e}\n{stderr}"));
-    let _ = std::fs::remove_file(&out);
-    parse_ppm(&data).unwrap_or_else(|| panic!("bad PPM ({status:?})\n{stderr}"))
+    let s = common::spicy_screenshot(port, None, Duration::from_secs(60));
+    s.ppm
+        .unwrap_or_else(|| panic!("no screenshot ({:?})\n{}", s.status, s.stderr))
 }
 
 #[test]
