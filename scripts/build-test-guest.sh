@@ -6,8 +6,9 @@
 #   target/test-guest/vmlinux          the same kernel as an ELF with its PVH entry note (the
 #                                      bzImage's compressed payload, decompressed): a VMM can
 #                                      enter it directly, without the bzImage decompressor
-#   target/test-guest/initramfs.cpio.gz  busybox-static + /init (tests/guest/init) + qxl.ko and
-#                                      its module dependencies + /qxl-kms-test (tests/guest/
+#   target/test-guest/initramfs.cpio.gz  busybox-static + /init (tests/guest/init) + qxl.ko,
+#                                      virtio_mmio.ko, virtio_input.ko and their module
+#                                      dependencies + /qxl-kms-test (tests/guest/
 #                                      qxl-kms-test.c built with the machine's gcc -static)
 #   target/test-guest/cmdline          the suggested kernel command line
 #   target/test-guest/manifest         package versions and input hashes (the cache key)
@@ -93,25 +94,36 @@ fd377a58) payload_cat | xz -dc --single-stream >"$out/vmlinux.tmp" ;;
 esac
 [ "$(head -c 4 "$out/vmlinux.tmp" | od -An -tx1 | tr -d ' ')" = 7f454c46 ] || { log "payload is not an ELF"; exit 1; }
 
-# 3. qxl.ko and its dependencies, resolved through modules.dep (depmod writes it; Debian's
-#    package ships none). modules.dep lists the whole dependency closure, dependencies
-#    last: load them in reverse order, then qxl itself.
+# 3. qxl.ko, virtio_mmio.ko and virtio_input.ko (the input devices `qxl-vmm boot` puts on
+#    virtio-mmio windows) with their dependencies, resolved through modules.dep (depmod
+#    writes it; Debian's package ships none). modules.dep lists each module's whole
+#    dependency closure, dependencies last: load them in reverse order, then the module,
+#    each file once.
 depmod -b "$work/kernel" "$uname_r"
 mdir="$work/kernel/lib/modules/$uname_r"
-line="$(grep -E '(^|/)qxl\.ko(\.xz|\.zst|\.gz)?:' "$mdir/modules.dep")"
-qxl="${line%%:*}"
-read -r -a deps <<<"${line#*:}"
 order=()
-for ((i = ${#deps[@]} - 1; i >= 0; i--)); do order+=("${deps[i]}"); done
-order+=("$qxl")
+for want in qxl virtio_mmio virtio_input; do
+    line="$(grep -E "(^|/)${want}\.ko(\.xz|\.zst|\.gz)?:" "$mdir/modules.dep")" || {
+        log "no ${want}.ko in $kpkg"
+        [ "$want" = qxl ] && exit 1
+        continue
+    }
+    read -r -a deps <<<"${line#*:}"
+    for ((i = ${#deps[@]} - 1; i >= 0; i--)); do order+=("${deps[i]}"); done
+    order+=("${line%%:*}")
+done
 mkdir -p "$work/root/lib/modules"
 : >"$work/root/modules.load"
 for m in "${order[@]}"; do
     name="$(basename "$m")"
-    case "$name" in
-    *.ko.xz) xz -dc "$mdir/$m" >"$work/root/lib/modules/${name%.xz}"; name="${name%.xz}" ;;
-    *.ko.zst) zstd -qdc "$mdir/$m" >"$work/root/lib/modules/${name%.zst}"; name="${name%.zst}" ;;
-    *.ko.gz) gzip -dc "$mdir/$m" >"$work/root/lib/modules/${name%.gz}"; name="${name%.gz}" ;;
+    name="${name%.xz}"
+    name="${name%.zst}"
+    name="${name%.gz}"
+    grep -qx "$name" "$work/root/modules.load" && continue
+    case "$m" in
+    *.ko.xz) xz -dc "$mdir/$m" >"$work/root/lib/modules/$name" ;;
+    *.ko.zst) zstd -qdc "$mdir/$m" >"$work/root/lib/modules/$name" ;;
+    *.ko.gz) gzip -dc "$mdir/$m" >"$work/root/lib/modules/$name" ;;
     *) cp "$mdir/$m" "$work/root/lib/modules/$name" ;;
     esac
     echo "$name" >>"$work/root/modules.load"

@@ -30,5 +30,7 @@ pub mod worker;
 
 pub use error::Error;
 pub use inputs::{InputSink, NoInput};
-pub use server::{ImageCompression, ServerConfig, SpiceServer, WanCompression};
+pub use server::{
+    ImageCompression, KeyboardModifiersHandle, ServerConfig, SpiceServer, WanCompression,
+};
 pub use worker::DisplayHandle;

@@ -418,6 +418,27 @@ fn handle_connection(shared: &Arc<Shared>, mut stream: TcpStream) {
     drop(guard);
 }
 
+/// Reports the guest's keyboard lock LEDs to the clients of one server (see
+/// [`SpiceServer::keyboard_modifiers_handle`]).
+#[derive(Clone)]
+pub struct KeyboardModifiersHandle(Arc<Shared>);
+
+impl std::fmt::Debug for KeyboardModifiersHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("KeyboardModifiersHandle").finish()
+    }
+}
+
+impl KeyboardModifiersHandle {
+    /// As [`SpiceServer::set_keyboard_modifiers`].
+    pub fn set(&self, modifiers: u16) {
+        self.0
+            .keyboard_modifiers
+            .store(modifiers, Ordering::Release);
+        channel::inputs::push_modifiers(&self.0, modifiers);
+    }
+}
+
 /// A running SPICE server.
 pub struct SpiceServer {
     shared: Arc<Shared>,
@@ -506,10 +527,13 @@ impl SpiceServer {
     /// the client: sent at once as `KEY_MODIFIERS` if an inputs channel is
     /// open, and in `INPUTS_INIT` to later ones.
     pub fn set_keyboard_modifiers(&self, modifiers: u16) {
-        self.shared
-            .keyboard_modifiers
-            .store(modifiers, Ordering::Release);
-        channel::inputs::push_modifiers(&self.shared, modifiers);
+        self.keyboard_modifiers_handle().set(modifiers);
+    }
+
+    /// A cloneable handle doing [`Self::set_keyboard_modifiers`] from another
+    /// thread (a keyboard device's LED callback), without owning the server.
+    pub fn keyboard_modifiers_handle(&self) -> KeyboardModifiersHandle {
+        KeyboardModifiersHandle(Arc::clone(&self.shared))
     }
 
     /// The current session id (0 = no client).

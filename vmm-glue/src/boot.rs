@@ -20,7 +20,13 @@
 //!   table ([`MPTABLE`]) tells Linux about one CPU, the IOAPIC, the ISA IRQs
 //!   (identity-routed to IOAPIC pins 0..15) and the QXL function's INTA# on
 //!   IOAPIC pin [`QXL_GSI`] (level, active high: KVM's irqfd with resample
-//!   models the level). Later PCI devices (virtio) get entries the same way.
+//!   models the level).
+//! - **Input.** A virtio-input keyboard, tablet and mouse on virtio-mmio
+//!   windows ([`crate::virtio`]), announced by `virtio_mmio.device=` words
+//!   appended to the command line, on ISA IRQs 5..7 (edge irqfds), with
+//!   `QueueNotify` as ioeventfds. The SPICE inputs channel feeds them through
+//!   [`crate::input::VirtioInputSink`]; the tablet scales against the primary
+//!   surface the guest creates, and the keyboard's LEDs go back to the client.
 //! - **PCI.** The QXL function sits at 00:02.0 behind the host bridge; its BARs
 //!   are programmed here, in the 32-bit hole above RAM ([`MMIO_BASE`]), as
 //!   firmware would, and Linux keeps them.
@@ -44,11 +50,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use devices::qxl::QxlConfig;
+use devices::virtio_input::InputKind;
 use kvm_bindings::{kvm_fpu, kvm_regs, kvm_segment};
 use linux_loader::configurator::linux::LinuxBootConfigurator;
 use linux_loader::configurator::pvh::PvhBootConfigurator;
@@ -58,13 +65,15 @@ use linux_loader::loader::elf::start_info::{
     hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info,
 };
 use linux_loader::loader::{self, BzImage, Cmdline, Elf, KernelLoader, PvhBootCapability};
-use spice_server::{DisplayHandle, NoInput, ServerConfig, SpiceServer};
+use spice_server::{DisplayHandle, KeyboardModifiersHandle, NoInput, ServerConfig, SpiceServer};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
-use crate::event_handler::{EventThread, QxlEventHandler};
+use crate::event_handler::{BoxedSubscriber, EventThread, QxlEventHandler};
+use crate::input::{DisplaySize, VirtioInputSink, led_observer};
 use crate::kvm::{GuestEnd, GuestExits, QxlVm, VmConfig, VmError};
+use crate::virtio::{LateInjector, TrackPrimary, VirtioInputs};
 
 /// GDT (4 descriptors: null, code64, data, TSS).
 pub const GDT: u64 = 0x500;
@@ -139,6 +148,9 @@ pub struct BootOptions {
     pub first_output_timeout: Duration,
     /// Console silent this long after it started: [`BootError::NoProgress`].
     pub stall_timeout: Duration,
+    /// Attach a virtio-input keyboard, tablet and mouse (virtio-mmio windows
+    /// announced on the command line) fed by the SPICE inputs channel.
+    pub virtio_input: bool,
 }
 
 impl BootOptions {
@@ -155,6 +167,7 @@ impl BootOptions {
             console_lines: None,
             first_output_timeout: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(120),
+            virtio_input: true,
         }
     }
 }
@@ -360,9 +373,22 @@ struct BootExits {
     stall_timeout: Duration,
     verdict: Option<Verdict>,
     reset_requested: bool,
+    inputs: Option<VirtioInputs>,
 }
 
 impl GuestExits for BootExits {
+    fn mmio_read(&mut self, addr: u64, data: &mut [u8]) -> bool {
+        self.inputs
+            .as_ref()
+            .is_some_and(|i| i.mmio_read(addr, data))
+    }
+
+    fn mmio_write(&mut self, addr: u64, data: &[u8]) -> bool {
+        self.inputs
+            .as_ref()
+            .is_some_and(|i| i.mmio_write(addr, data))
+    }
+
     fn port_out(&mut self, port: u16, data: &[u8]) -> bool {
         match port {
             COM1..=0x3ff => {
@@ -485,6 +511,7 @@ fn is_elf(path: &PathBuf) -> Result<bool, BootError> {
 fn setup_memory(
     mem: &GuestMemoryMmap,
     opts: &BootOptions,
+    cmdline_text: &str,
     ram_size: u64,
 ) -> Result<Entry, BootError> {
     let mut kernel = File::open(&opts.kernel)
@@ -500,11 +527,11 @@ fn setup_memory(
     let mut cmdline =
         Cmdline::new(CMDLINE_MAX).map_err(|e| load_err("command line")(e.to_string()))?;
     cmdline
-        .insert_str(&opts.cmdline)
+        .insert_str(cmdline_text)
         .map_err(|e| load_err("command line")(e.to_string()))?;
     loader::load_cmdline(mem, GuestAddress(CMDLINE), &cmdline)
         .map_err(|e| load_err("command line")(e.to_string()))?;
-    let cmdline_len = u32::try_from(opts.cmdline.len() + 1).unwrap_or(u32::MAX);
+    let cmdline_len = u32::try_from(cmdline_text.len() + 1).unwrap_or(u32::MAX);
 
     // The initrd: as high as the kernel allows, page aligned.
     let initrd_max = loaded
@@ -927,13 +954,22 @@ pub fn start(opts: BootOptions) -> Result<Booted, BootError> {
         )));
     }
     crate::kvm::probe_kvm().map_err(|e| BootError::Vm(VmError::Unavailable(e)))?;
-    let (server, display) = SpiceServer::start(opts.server.clone(), Box::new(NoInput))?;
+    // The server owns the input sink before the VM (and its devices) exist:
+    // the sink feeds late-bound injectors the vCPU thread connects.
+    let wiring = InputWiring::default();
+    let input: Box<dyn spice_server::InputSink> = if opts.virtio_input {
+        Box::new(wiring.sink())
+    } else {
+        Box::new(NoInput)
+    };
+    let (server, display) = SpiceServer::start(opts.server.clone(), input)?;
+    let leds = server.keyboard_modifiers_handle();
     let stop = Arc::new(AtomicBool::new(false));
     let sink = display.clone();
     let thread_stop = Arc::clone(&stop);
     let vcpu = std::thread::Builder::new()
         .name("vcpu0".into())
-        .spawn(move || run(&opts, sink, &thread_stop))
+        .spawn(move || run(&opts, sink, &wiring, &leds, &thread_stop))
         .map_err(|e| BootError::Host(format!("vCPU thread: {e}")))?;
     Ok(Booted {
         server: Some(server),
@@ -943,15 +979,76 @@ pub fn start(opts: BootOptions) -> Result<Booted, BootError> {
     })
 }
 
+/// The SPICE input sink's side of the virtio-input devices, made before the
+/// VM: injectors that [`run`] connects once the devices exist, the tablet's
+/// display size and the guest's lock state.
+#[derive(Debug, Clone, Default)]
+struct InputWiring {
+    keyboard: LateInjector,
+    tablet: LateInjector,
+    mouse: LateInjector,
+    size: Arc<OnceLock<DisplaySize>>,
+    guest_modifiers: Arc<OnceLock<Arc<std::sync::atomic::AtomicU16>>>,
+}
+
+impl InputWiring {
+    /// The sink the server gets.
+    fn sink(&self) -> VirtioInputSink {
+        let sink = VirtioInputSink::new(
+            Some(Arc::new(self.keyboard.clone())),
+            Some(Arc::new(self.tablet.clone())),
+            Some(Arc::new(self.mouse.clone())),
+        );
+        let _ = self.size.set(sink.display_size());
+        let _ = self.guest_modifiers.set(sink.guest_modifiers());
+        sink
+    }
+
+    /// Connects the devices; the keyboard's LEDs go to the clients.
+    fn connect(&self, inputs: &VirtioInputs, leds: &KeyboardModifiersHandle) {
+        for (late, kind) in [
+            (&self.keyboard, InputKind::Keyboard),
+            (&self.tablet, InputKind::Tablet),
+            (&self.mouse, InputKind::Mouse),
+        ] {
+            if let Some(dev) = inputs.injector(kind) {
+                late.connect(dev);
+            }
+        }
+        if let (Some(kbd), Some(mods)) = (
+            inputs
+                .devices()
+                .iter()
+                .find(|d| d.kind == InputKind::Keyboard),
+            self.guest_modifiers.get(),
+        ) {
+            let leds = leds.clone();
+            kbd.transport
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .device_mut()
+                .set_led_observer(led_observer(Arc::clone(mods), move |m| leds.set(m)));
+        }
+    }
+}
+
 /// Build the VM, load the guest and run it to the end (the vCPU thread).
 fn run(
     opts: &BootOptions,
     sink: DisplayHandle,
+    wiring: &InputWiring,
+    leds: &KeyboardModifiersHandle,
     stop: &Arc<AtomicBool>,
 ) -> Result<BootReport, BootError> {
     let ram_size = opts.mem_mib << 20;
     let qxl = QxlConfig::default();
     let bars = qxl_bar_bases(&qxl);
+    // The tablet scales against the mode the guest sets.
+    let size = wiring
+        .size
+        .get()
+        .cloned()
+        .unwrap_or_else(|| DisplaySize::new(1024, 768));
     let mut vm = QxlVm::new(
         VmConfig {
             guest_ram_size: ram_size,
@@ -959,11 +1056,25 @@ fn run(
             ..VmConfig::default()
         },
         qxl,
-        sink,
+        TrackPrimary::new(sink, size),
     )?;
     vm.create_pit()?;
     vm.program_bars(&bars, u8::try_from(QXL_GSI).unwrap_or(0))?;
-    let entry = setup_memory(vm.guest_memory(), opts, ram_size)?;
+    let mut inputs = if opts.virtio_input {
+        let inputs = VirtioInputs::attach(
+            &vm,
+            &[InputKind::Keyboard, InputKind::Tablet, InputKind::Mouse],
+        )?;
+        wiring.connect(&inputs, leds);
+        Some(inputs)
+    } else {
+        None
+    };
+    let cmdline = match &inputs {
+        Some(i) => format!("{} {}", opts.cmdline, i.cmdline()),
+        None => opts.cmdline.clone(),
+    };
+    let entry = setup_memory(vm.guest_memory(), opts, &cmdline, ram_size)?;
     setup_vcpu(&vm, entry)?;
 
     let com1 =
@@ -994,9 +1105,20 @@ fn run(
         stall_timeout: opts.stall_timeout,
         verdict: None,
         reset_requested: false,
+        inputs: None,
     };
     let handler = QxlEventHandler::new(Arc::clone(vm.device()), vm.event_fds()?);
-    let mut events = EventThread::spawn(handler).map_err(|e| BootError::Host(e.to_string()))?;
+    let mut subscribers: Vec<BoxedSubscriber> = vec![Box::new(handler)];
+    if let Some(i) = &mut inputs {
+        subscribers.push(Box::new(i.notify_handler()));
+        log::info!(
+            "qxl-vmm boot: virtio-input on the command line: {}",
+            i.cmdline()
+        );
+    }
+    exits.inputs = inputs;
+    let mut events =
+        EventThread::spawn_all(subscribers).map_err(|e| BootError::Host(e.to_string()))?;
     log::info!(
         "qxl-vmm boot: {} ({} MiB, entry {entry:x?}), QXL at 00:02.0 on GSI {QXL_GSI}",
         opts.kernel.display(),

@@ -191,7 +191,8 @@ impl<S: DisplaySink> MutEventSubscriber for QxlEventHandler<S> {
     }
 }
 
-/// An event-manager loop on its own thread, serving one [`QxlEventHandler`].
+/// An event-manager loop on its own thread, serving a [`QxlEventHandler`] and
+/// any other device's subscriber (e.g. [`crate::virtio::VirtioNotifyHandler`]).
 #[derive(Debug)]
 pub struct EventThread {
     stop: Arc<AtomicBool>,
@@ -209,22 +210,33 @@ pub enum EventThreadError {
     Thread(#[from] std::io::Error),
 }
 
+/// A subscriber the [`EventThread`] owns.
+pub type BoxedSubscriber = Box<dyn MutEventSubscriber + Send>;
+
 impl EventThread {
     /// Run `handler` in an `EventManager` on a new thread until [`Self::stop`].
     pub fn spawn<S: DisplaySink + Send + 'static>(
         handler: QxlEventHandler<S>,
     ) -> Result<Self, EventThreadError> {
-        let mut manager = EventManager::<Arc<std::sync::Mutex<QxlEventHandler<S>>>>::new()
+        Self::spawn_all(vec![Box::new(handler)])
+    }
+
+    /// Run every subscriber in one `EventManager` on a new thread until
+    /// [`Self::stop`].
+    pub fn spawn_all(subscribers: Vec<BoxedSubscriber>) -> Result<Self, EventThreadError> {
+        let mut manager = EventManager::<BoxedSubscriber>::new()
             .map_err(|e| EventThreadError::EventManager(e.to_string()))?;
-        manager.add_subscriber(Arc::new(std::sync::Mutex::new(handler)));
+        for s in subscribers {
+            manager.add_subscriber(s);
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = Arc::clone(&stop);
         let join = std::thread::Builder::new()
-            .name("qxl-events".into())
+            .name("vmm-events".into())
             .spawn(move || {
                 while !thread_stop.load(Ordering::SeqCst) {
                     if let Err(e) = manager.run_with_timeout(50) {
-                        log::error!("qxl event loop: {e}");
+                        log::error!("event loop: {e}");
                         std::thread::sleep(Duration::from_millis(10));
                     }
                 }

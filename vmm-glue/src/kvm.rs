@@ -135,11 +135,11 @@ pub enum VmError {
 }
 
 impl VmError {
-    fn kvm(what: &'static str) -> impl FnOnce(vmm_sys_util::errno::Error) -> Self {
+    pub(crate) fn kvm(what: &'static str) -> impl FnOnce(vmm_sys_util::errno::Error) -> Self {
         move |source| Self::Kvm { what, source }
     }
 
-    fn fd(what: &'static str) -> impl FnOnce(std::io::Error) -> Self {
+    pub(crate) fn fd(what: &'static str) -> impl FnOnce(std::io::Error) -> Self {
         move |source| Self::EventFd { what, source }
     }
 
@@ -910,6 +910,18 @@ pub trait GuestExits {
     /// Called after every exit and at least every [`GUEST_POLL`]: `Some` ends
     /// the run with that reason (console finished, no progress, Ctrl-C, ...).
     fn poll(&mut self) -> Option<String>;
+    /// A read from guest-physical `addr` that neither guest RAM nor a QXL
+    /// BAR backs (a virtio-mmio window, say). Returns `false` when no device
+    /// claims it (the guest reads all-ones).
+    fn mmio_read(&mut self, addr: u64, data: &mut [u8]) -> bool {
+        let _ = (addr, data);
+        false
+    }
+    /// Such a write; returns `false` when no device claims it (dropped).
+    fn mmio_write(&mut self, addr: u64, data: &[u8]) -> bool {
+        let _ = (addr, data);
+        false
+    }
 }
 
 /// How often [`QxlVm::run_guest`] kicks the vCPU to call [`GuestExits::poll`]
@@ -966,6 +978,19 @@ impl<S: DisplaySink + Send + 'static> QxlVm<S> {
         self._vm
             .register_irqfd(fd, gsi)
             .map_err(VmError::kvm("register irqfd"))
+    }
+
+    /// Signal `fd` instead of exiting when the guest writes the 32-bit value
+    /// `datamatch` at `addr` (a virtio `QueueNotify`, say).
+    pub fn register_ioevent(
+        &self,
+        fd: &EventFd,
+        addr: &IoEventAddress,
+        datamatch: u32,
+    ) -> VmResult<()> {
+        self._vm
+            .register_ioevent(fd, addr, datamatch)
+            .map_err(VmError::kvm("register ioeventfd"))
     }
 
     /// Program the QXL BARs (bus 0 firmware's job) at the given bases, enable
@@ -1066,8 +1091,10 @@ impl<S: DisplaySink + Send + 'static> QxlVm<S> {
                     if bus.rom_offset(addr, data.len()).is_some() {
                         bus.mmio_read(addr, data)
                     } else {
-                        unclaimed += 1;
-                        data.fill(0xff);
+                        if !exits.mmio_read(addr, data) {
+                            unclaimed += 1;
+                            data.fill(0xff);
+                        }
                         Ok(())
                     }
                 }
@@ -1076,7 +1103,9 @@ impl<S: DisplaySink + Send + 'static> QxlVm<S> {
                     if bus.rom_offset(addr, data.len()).is_some() {
                         bus.mmio_write(addr, data)
                     } else {
-                        unclaimed += 1;
+                        if !exits.mmio_write(addr, data) {
+                            unclaimed += 1;
+                        }
                         Ok(())
                     }
                 }

@@ -12,6 +12,7 @@
 //! - [`boot`]: `qxl-vmm boot`, a Linux guest (bzImage/PVH) with the QXL device and a serial console.
 //! - [`error`]: the crate's error type.
 //! - [`input`]: the SPICE inputs channel → virtio-input keyboard, tablet and mouse.
+//! - [`virtio`]: virtio-mmio windows on the VM's bus (the input devices of `qxl-vmm boot`).
 
 pub mod boot;
 pub mod cli;
@@ -25,3 +26,4 @@ pub mod scene;
 
 pub use error::{Error, Result};
 pub mod input;
+pub mod virtio;

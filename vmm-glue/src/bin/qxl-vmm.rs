@@ -8,11 +8,14 @@
 //! qxl-vmm replay FILE[.zst] [same SPICE options] [--speed X|--fast] [--frames N]
 //! qxl-vmm boot --kernel PATH [--initrd PATH] [--cmdline STR] [--mem MiB]
 //!              [same SPICE options] [--serial stdout|FILE] [--progress-timeout SECS]
+//!              [--no-input]
 //! ```
 //!
 //! `boot` runs a Linux kernel (bzImage or PVH ELF) under KVM with the QXL
-//! device at 00:02.0 and a 16550 console on COM1 (see `vmm_glue::boot`), and
-//! serves its display until the guest powers off or Ctrl-C.
+//! device at 00:02.0, a 16550 console on COM1 and (unless `--no-input`) a
+//! virtio-input keyboard, tablet and mouse on virtio-mmio (see
+//! `vmm_glue::boot`), and serves its display and input until the guest
+//! powers off or Ctrl-C.
 //!
 //! `replay` plays a real guest's `SPICE_REPLAY` recording (zstd-compressed or
 //! not) through the device (see `vmm_glue::record_replay`) and keeps serving
@@ -36,7 +39,7 @@ const USAGE: &str = "usage: qxl-vmm demo [--spice key=value,...] [--port N] [--a
 [--size WxH] [--frames N] [--fps N]
        qxl-vmm replay FILE[.zst] [same SPICE options] [--speed X|--fast] [--frames N]
        qxl-vmm boot --kernel PATH [--initrd PATH] [--cmdline STR] [--mem MiB] [same SPICE options] \
-[--serial stdout|FILE]";
+[--serial stdout|FILE] [--no-input]";
 
 fn value<'a>(it: &mut impl Iterator<Item = &'a String>, flag: &str) -> Result<&'a str> {
     it.next()
@@ -123,6 +126,7 @@ fn boot(args: &[String]) -> Result<()> {
     use vmm_glue::boot::{BootOptions, SerialOut};
     let mut spice = SpiceOptions::default();
     let mut progress = None;
+    let mut no_input = false;
     let (mut kernel, mut initrd, mut cmdline, mut mem, mut serial) =
         (None, None, None, 512, SerialOut::Stdout);
     let mut it = args.iter();
@@ -133,6 +137,7 @@ fn boot(args: &[String]) -> Result<()> {
                 spice.set(a.trim_start_matches("--"), value(&mut it, a)?)?;
             }
             "--disable-ticketing" => spice.disable_ticketing = true,
+            "--no-input" => no_input = true,
             "--kernel" => kernel = Some(PathBuf::from(value(&mut it, a)?)),
             "--initrd" => initrd = Some(PathBuf::from(value(&mut it, a)?)),
             "--cmdline" => cmdline = Some(value(&mut it, a)?.to_owned()),
@@ -162,6 +167,7 @@ fn boot(args: &[String]) -> Result<()> {
     }
     opts.mem_mib = mem;
     opts.serial = serial;
+    opts.virtio_input = !no_input;
     if let Some(secs) = progress {
         opts.first_output_timeout = std::time::Duration::from_secs(secs);
         opts.stall_timeout = std::time::Duration::from_secs(secs);
