@@ -481,12 +481,76 @@ fn decompress<P: LzPixel>(rd: &mut Reader<'_>, out: &mut [P]) -> Result<(), Code
     Ok(())
 }
 
+/// Compresses `px` as `bands` independent bands of whole rows, concatenated:
+/// each band starts fresh (empty hash table, first pixel a literal) and only
+/// references pixels of its own band, and every band ends with its literals
+/// flushed. spice-common's decoder keeps no state between control items but
+/// the output position (`lz_decompress_tmpl.c`: a reference is `op - ofs`,
+/// checked only against the start of the image), so the concatenation decodes
+/// exactly like one stream. Band 0 is compressed on the calling thread, the
+/// others on scoped threads.
+fn compress_bands<P: LzPixel + Sync>(px: &[P], width: usize, bands: usize, out: &mut Vec<u8>) {
+    let rows = px.len().checked_div(width).unwrap_or(0);
+    if bands <= 1 || rows < 2 {
+        compress(px, width, out);
+        return;
+    }
+    let band_rows = rows.div_ceil(bands.min(rows));
+    let mut chunks = px.chunks(band_rows * width);
+    let first = chunks.next().unwrap_or_default();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .map(|band| {
+                s.spawn(move || {
+                    let mut v = Vec::with_capacity(band.len() + band.len() / 4 + 64);
+                    compress(band, width, &mut v);
+                    v
+                })
+            })
+            .collect();
+        compress(first, width, out);
+        for h in handles {
+            match h.join() {
+                Ok(v) => out.extend_from_slice(&v),
+                Err(e) => std::panic::resume_unwind(e),
+            }
+        }
+    });
+}
+
 /// Encodes `img` with its natural LZ type (RGBA → `RGBA`, palettes → `PLT*`...).
 ///
 /// # Errors
 /// An invalid [`ImageRef`], or [`CodecError::TooLarge`] above 1 GiB.
 pub fn encode(img: &ImageRef<'_>) -> Result<Vec<u8>, CodecError> {
-    encode_as(img, LzImageType::for_format(img.format))
+    encode_as(img, LzImageType::for_format(img.format), 1)
+}
+
+/// Images from this many bytes of pixels on are worth [`encode_parallel`]'s threads.
+pub const PARALLEL_MIN_BYTES: usize = 512 * 1024;
+
+/// Encodes `img` like [`encode`], but for RGB16/24/32 and RGBA images of at
+/// least [`PARALLEL_MIN_BYTES`] on up to `threads` threads: the image is cut
+/// into bands of whole rows that are compressed independently and
+/// concatenated after the one header (RGBA: the alpha pass too). The result
+/// is a valid LZ stream for every decoder, a little larger than [`encode`]'s
+/// (each band starts without history). Other images, or `threads` ≤ 1, are
+/// encoded as [`encode`] does.
+///
+/// # Errors
+/// As [`encode`].
+pub fn encode_parallel(img: &ImageRef<'_>, threads: usize) -> Result<Vec<u8>, CodecError> {
+    let bytes = img.row_bytes().saturating_mul(img.rows());
+    let rgb = matches!(
+        img.format,
+        PixelFormat::Rgb16 | PixelFormat::Rgb24 | PixelFormat::Rgb32 | PixelFormat::Rgba
+    );
+    let bands = if rgb && bytes >= PARALLEL_MIN_BYTES {
+        threads.max(1)
+    } else {
+        1
+    };
+    encode_as(img, LzImageType::for_format(img.format), bands)
 }
 
 /// Encodes only the alpha bytes of an RGBA image as type `XXXA` (the alpha part
@@ -495,7 +559,7 @@ pub fn encode(img: &ImageRef<'_>) -> Result<Vec<u8>, CodecError> {
 /// # Errors
 /// [`CodecError::UnsupportedFormat`] unless `img` is RGBA.
 pub fn encode_alpha(img: &ImageRef<'_>) -> Result<Vec<u8>, CodecError> {
-    encode_as(img, LzImageType::Xxxa)
+    encode_as(img, LzImageType::Xxxa, 1)
 }
 
 /// Appends the 28-byte header.
@@ -523,8 +587,9 @@ fn put_header(
     Ok(())
 }
 
-/// Encodes `img` as LZ type `ty` (which must fit the image's format).
-fn encode_as(img: &ImageRef<'_>, ty: LzImageType) -> Result<Vec<u8>, CodecError> {
+/// Encodes `img` as LZ type `ty` (which must fit the image's format); RGB
+/// passes in `bands` bands (see [`compress_bands`]).
+fn encode_as(img: &ImageRef<'_>, ty: LzImageType, bands: usize) -> Result<Vec<u8>, CodecError> {
     img.validate()?;
     let natural = LzImageType::for_format(img.format);
     if ty != natural && !(ty == LzImageType::Xxxa && img.format == PixelFormat::Rgba) {
@@ -558,10 +623,10 @@ fn encode_as(img: &ImageRef<'_>, ty: LzImageType) -> Result<Vec<u8>, CodecError>
             if ty != LzImageType::Rgb24 && img.stride == width * 4 {
                 // Packed 32-bit rows: match on the pixels in place.
                 let (px, _) = img.pixels[..n * 4].as_chunks::<4>();
-                compress(px, width, &mut out);
+                compress_bands(px, width, bands, &mut out);
                 if ty == LzImageType::Rgba {
                     let alpha = alpha_plane(img);
-                    compress(&alpha, width, &mut out);
+                    compress_bands(&alpha, width, bands, &mut out);
                 }
                 return Ok(out);
             }
@@ -578,10 +643,10 @@ fn encode_as(img: &ImageRef<'_>, ty: LzImageType) -> Result<Vec<u8>, CodecError>
                     }
                 }
             }
-            compress(&px, width, &mut out);
+            compress_bands(&px, width, bands, &mut out);
             if ty == LzImageType::Rgba {
                 let alpha = alpha_plane(img);
-                compress(&alpha, width, &mut out);
+                compress_bands(&alpha, width, bands, &mut out);
             }
         }
         LzImageType::Xxxa => {
@@ -595,7 +660,7 @@ fn encode_as(img: &ImageRef<'_>, ty: LzImageType) -> Result<Vec<u8>, CodecError>
                     *d = u16::from_le_bytes(*c) & 0x7fff;
                 }
             }
-            compress(&px, width, &mut out);
+            compress_bands(&px, width, bands, &mut out);
         }
         LzImageType::A8
         | LzImageType::Plt8
@@ -1037,6 +1102,92 @@ mod tests {
         let mut s = hdr;
         s.extend_from_slice(&[2, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
         assert!(matches!(decode(&s), Err(CodecError::Corrupt(_))));
+    }
+
+    #[test]
+    fn lz_bands_round_trip() {
+        // Bands of whole rows, concatenated: every RGB type, band counts
+        // from 1 to more bands than rows.
+        for format in [
+            PixelFormat::Rgb16,
+            PixelFormat::Rgb24,
+            PixelFormat::Rgb32,
+            PixelFormat::Rgba,
+        ] {
+            for (w, h) in [(1, 1), (3, 2), (13, 7), (100, 90), (33, 300)] {
+                let stride = format.row_bytes(w);
+                let px = noisy(stride * usize::try_from(h).unwrap(), w * 7 + h, 6);
+                let img = ImageRef::new(&px, w, h, stride, format, h % 2 == 0).unwrap();
+                let one = encode(&img).unwrap();
+                for bands in [1, 2, 3, 4, 7, 500] {
+                    let enc = encode_as(&img, LzImageType::for_format(format), bands).unwrap();
+                    assert_eq!(enc[..HEADER_LEN], one[..HEADER_LEN]);
+                    let dec = decode(&enc).unwrap();
+                    assert_eq!(dec.pixels, expected(&img), "{format:?} {w}x{h} {bands}");
+                    if bands == 1 {
+                        assert_eq!(enc, one);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lz_encode_parallel_large_images() {
+        // 640x480 RGB32 (1.2 MB) and RGBA with a mix of flat areas, repeats
+        // and noise; 300x200 stays on one thread (below the threshold).
+        let (w, h) = (640u32, 480u32);
+        let mut px = noisy(640 * 480 * 4, 77, 256);
+        for (i, c) in px.chunks_exact_mut(4).enumerate() {
+            let (x, y) = (i % 640, i / 640);
+            if (x / 40 + y / 30) % 3 == 0 {
+                c.copy_from_slice(&[0x30, 0x40, 0x50, 0xff]);
+            } else if y % 50 < 10 {
+                c.copy_from_slice(&[u8::try_from(x % 256).unwrap(), 1, 2, 3]);
+            }
+        }
+        for format in [PixelFormat::Rgb32, PixelFormat::Rgba] {
+            let img = ImageRef::new(&px, w, h, 2560, format, true).unwrap();
+            let one = encode(&img).unwrap();
+            for threads in [0, 1, 2, 3, 4, 8] {
+                let enc = encode_parallel(&img, threads).unwrap();
+                assert_eq!(decode(&enc).unwrap().pixels, expected(&img));
+                if threads <= 1 {
+                    assert_eq!(enc, one);
+                } else {
+                    assert_ne!(enc, one, "{threads} threads gave one band");
+                    assert!(
+                        enc.len() < one.len() * 21 / 20,
+                        "{} vs {}",
+                        enc.len(),
+                        one.len()
+                    );
+                }
+            }
+        }
+        let small = ImageRef::new(
+            &px[..300 * 200 * 4],
+            300,
+            200,
+            1200,
+            PixelFormat::Rgb32,
+            true,
+        )
+        .unwrap();
+        assert_eq!(encode_parallel(&small, 4).unwrap(), encode(&small).unwrap());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn lz_bands_decode_exactly(w in 1u32..40, h in 1u32..40, bands in 1usize..9,
+                                   seed in 0u32..1000, levels in 1u32..256, fmt in 0usize..4) {
+            let format = [PixelFormat::Rgb16, PixelFormat::Rgb24, PixelFormat::Rgb32, PixelFormat::Rgba][fmt];
+            let stride = format.row_bytes(w);
+            let px = noisy(stride * usize::try_from(h).unwrap(), seed, levels);
+            let img = ImageRef::new(&px, w, h, stride, format, true).unwrap();
+            let enc = encode_as(&img, LzImageType::for_format(format), bands).unwrap();
+            proptest::prop_assert_eq!(decode(&enc).unwrap().pixels, expected(&img));
+        }
     }
 
     proptest::proptest! {
