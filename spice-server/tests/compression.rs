@@ -530,6 +530,59 @@ fn pixmap_cache_sends_repeats_once_and_survives_evictions() {
     assert_eq!(h.display.images_sent(FROM_CACHE).0 - before, 3);
 }
 
+/// A `w`×`h` image of format `f` mixing synthetic rows (the upper half and
+/// the left half of the lowest quarter) with noisy photo-like ones.
+fn mixed_image(f: &Fmt, w: u32, h: u32, seed: u32) -> Image {
+    let mut img = image(f, w, h, true, seed);
+    let ui = image(f, w, h, false, seed + 1);
+    if let (ImageData::Bitmap(dst), ImageData::Bitmap(src)) = (&mut img.data, &ui.data) {
+        let stride = dst.stride as usize;
+        let row_bytes = (w * f.format.bpp()).div_ceil(8) as usize;
+        for r in 0..h as usize {
+            let n = if r < h as usize / 2 {
+                stride
+            } else if r >= h as usize * 3 / 4 {
+                row_bytes / 2
+            } else {
+                0
+            };
+            let at = r * stride;
+            dst.data[at..at + n].copy_from_slice(&src.data[at..at + n]);
+        }
+    }
+    img
+}
+
+/// Large LZ images (≥ 512 KiB of pixels) are encoded in bands of rows on
+/// several threads (`lz::encode_parallel`) and concatenated into one stream:
+/// spice-gtk decodes each RGB format pixel-exact.
+#[test]
+fn large_lz_images_in_bands_decode_exactly_in_spice_gtk() {
+    let mut h = start(ServerConfig {
+        image_compression: ImageCompression::Lz,
+        ..open_config()
+    });
+    h.display.create_primary(primary(1024, 768));
+    h.display
+        .command(common::fill(Rect::new(0, 0, 1024, 768), 0x0010_2030));
+    let mut p = Probe::start(h.port(), None, "display");
+    p.wait_seen("MARK", T);
+    converge(&mut p, &h, "initial 1024x768 frame");
+    for (k, fi) in [5usize, 6, 7, 8].into_iter().enumerate() {
+        let f = &FORMATS[fi];
+        let before = h.display.images_sent(LZ_RGB);
+        draw_at(&mut h, 0, 0, mixed_image(f, 1024, 768, 40 + k as u32));
+        converge(&mut p, &h, &format!("1024x768 LZ {}", f.name));
+        let after = h.display.images_sent(LZ_RGB);
+        assert_eq!(after.0, before.0 + 1, "{}: one LZ_RGB image", f.name);
+        eprintln!(
+            "{}: 1024x768 as LZ_RGB in {} bytes",
+            f.name,
+            after.1 - before.1
+        );
+    }
+}
+
 #[test]
 fn palettes_come_from_the_palette_cache() {
     let mut h = start(ServerConfig {

@@ -14,9 +14,12 @@
 //! * fewer than [`MIN_COMPRESS_BYTES`] bytes, or mode `off` → BITMAP;
 //! * `quic` → QUIC where QUIC can carry the image (not palette, ≥ 3×3), else BITMAP;
 //! * `auto_glz` / `auto_lz` → QUIC for photo-like images ([`ImageStats::is_photo`]:
-//!   cheap statistics on a sample grid — the share of *gradual* neighbour steps
-//!   (every channel differs by at most [`GRADUAL_STEP`] and not all equal) and
-//!   the number of distinct colours), else GLZ (`auto_glz`) or LZ (`auto_lz`);
+//!   on about one pixel in 128 (32 to 4096 samples), an estimate of LZ's cost —
+//!   literals for samples repeating neither their left nor their upper
+//!   neighbour — against QUIC's — residual sizes against the neighbours' mean;
+//!   within 2 % of the per-image best of QUIC and LZ on the screenshot corpus,
+//!   its tiles and crops, see `benches/benches/auto.rs`), else GLZ
+//!   (`auto_glz`) or LZ (`auto_lz`);
 //! * `glz` → GLZ, `lz` → LZ, `lz4` → LZ4 (RGB images of clients with the cap);
 //! * then the client's limits: GLZ only for images inside a drawable, with a
 //!   GLZ window > 0 and a GLZ codec (else LZ); LZ4 only with
@@ -25,7 +28,9 @@
 //!   LZ_RGB for 32-bit/RGBA images;
 //! * JPEG replaces QUIC when JPEG is enabled for the client and the use allows
 //!   a lossy image (a plain copy onto the primary);
-//! * if the encoder fails or the result is not smaller → BITMAP.
+//! * if the encoder fails or the result is not smaller → BITMAP;
+//! * LZ images of 512 KiB and more are encoded in bands of rows on up to
+//!   [`MAX_LZ_THREADS`] threads ([`lz::encode_parallel`]).
 //!
 //! **Pixmap cache** ([`PixmapCache`], compression.md §9): images the guest
 //! marked cacheable (`QXL_IMAGE_CACHE`, keyed by its id) and any image of at
@@ -103,6 +108,8 @@ pub const CACHE_MIN_PIXELS: u64 = 32 * 32;
 pub const PALETTE_CACHE_ENTRIES: usize = 128;
 /// Largest channel difference of a "gradual" neighbour step.
 pub const GRADUAL_STEP: u8 = 24;
+/// Most threads one LZ image is encoded on ([`lz::encode_parallel`]).
+pub const MAX_LZ_THREADS: usize = 4;
 /// Largest pixmap cache accepted from a client (pixels).
 const MAX_CACHE_PIXELS: u64 = 1 << 32;
 
@@ -159,34 +166,63 @@ pub struct Policy {
 /// Cheap statistics of an image, on a sample grid.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ImageStats {
-    /// Neighbour pairs compared.
+    /// Pixels sampled (each compared with its left and upper neighbour).
+    pub samples: u32,
+    /// Neighbour pairs compared (two per sample).
     pub pairs: u32,
     /// Pairs with equal colours.
     pub flat: u32,
     /// Pairs whose channels all differ by at most [`GRADUAL_STEP`] (not all equal).
     pub gradual: u32,
-    /// Distinct colours among the sampled pixels (counting stops at 4096).
+    /// Distinct colours among the sampled pixels, approximately (a 4096-bit
+    /// hashed set, so it saturates below 4096).
     pub colours: u32,
+    /// Samples equal to their left or upper neighbour (what LZ codes as
+    /// part of a run or a copy of the row above).
+    pub repeats: u32,
+    /// Estimated QUIC cost of the samples in bits: per channel the size of a
+    /// Golomb-coded residual against the mean of the left and upper
+    /// neighbours, nothing for samples equal to both (QUIC's run mode).
+    pub quic_bits: u32,
 }
 
 impl ImageStats {
-    /// Photo-like: most neighbour steps are small but non-zero (gradients,
-    /// photographs), or many colours with few flat areas. Synthetic images
-    /// (UI, text, flat fills) have mostly flat pairs and sharp edges.
+    /// Photo-like: QUIC is expected to code the image smaller than LZ.
+    /// Estimates in bits over the samples: LZ pays a literal (3 bytes and a
+    /// bit of run header) for every sample that repeats neither neighbour and
+    /// [`LZ_REPEAT_BITS`] for the others; QUIC pays [`ImageStats::quic_bits`]
+    /// scaled by [`QUIC_BITS_SCALE`] percent (its adaptive codes pay more than
+    /// the ideal residual sizes) plus [`QUIC_SAMPLE_BITS`] a sample. Fitted on
+    /// the screenshot corpus and its tiles and crops (`benches/benches/auto.rs`):
+    /// the choice between QUIC and LZ comes within 2 % of the per-image best.
     #[must_use]
-    pub const fn is_photo(&self) -> bool {
-        if self.pairs < 16 {
+    pub fn is_photo(&self) -> bool {
+        if self.samples < 16 {
             return false;
         }
-        let p = self.pairs as u64;
-        let gradual = self.gradual as u64;
-        let flat = self.flat as u64;
-        gradual * 10 >= p * 5 || (self.colours >= 512 && flat * 10 < p * 2)
+        let samples = u64::from(self.samples);
+        let repeats = u64::from(self.repeats);
+        let lz = (samples - repeats) * LZ_LITERAL_BITS + repeats * LZ_REPEAT_BITS;
+        let quic = u64::from(self.quic_bits) * QUIC_BITS_SCALE / 100 + samples * QUIC_SAMPLE_BITS;
+        quic < lz
     }
 }
 
+/// Estimated LZ bits of a sample that repeats no neighbour (see [`ImageStats::is_photo`]).
+pub const LZ_LITERAL_BITS: u64 = 25;
+/// Estimated LZ bits of a sample that repeats a neighbour.
+pub const LZ_REPEAT_BITS: u64 = 1;
+/// Scale (percent) of [`ImageStats::quic_bits`] in the QUIC estimate.
+pub const QUIC_BITS_SCALE: u64 = 120;
+/// QUIC bits a sample costs on top of its residuals.
+pub const QUIC_SAMPLE_BITS: u64 = 1;
+/// Pixels sampled per image at most by [`image_stats`].
+pub const MAX_STAT_SAMPLES: usize = 4096;
+/// [`image_stats`] samples one pixel in this many (at least 32 samples).
+pub const STAT_SAMPLE_EVERY: usize = 128;
+
 /// Colour of pixel `x` in a row, as (r, g, b).
-fn rgb_at(row: &[u8], x: usize, f: PixelFormat) -> (u8, u8, u8) {
+fn rgb_at(row: &[u8], x: usize, f: PixelFormat) -> [u8; 3] {
     let get = |i: usize| row.get(i).copied().unwrap_or(0);
     match f {
         PixelFormat::Rgb16 => {
@@ -195,15 +231,23 @@ fn rgb_at(row: &[u8], x: usize, f: PixelFormat) -> (u8, u8, u8) {
                 let five = u8::try_from((v >> s) & 0x1f).unwrap_or(0);
                 (five << 3) | (five >> 2)
             };
-            (c(10), c(5), c(0))
+            [c(10), c(5), c(0)]
         }
-        PixelFormat::Rgb24 => (get(3 * x + 2), get(3 * x + 1), get(3 * x)),
-        PixelFormat::Rgb32 | PixelFormat::Rgba => (get(4 * x + 2), get(4 * x + 1), get(4 * x)),
-        _ => (0, 0, 0),
+        PixelFormat::Rgb24 => [get(3 * x + 2), get(3 * x + 1), get(3 * x)],
+        PixelFormat::Rgb32 | PixelFormat::Rgba => [get(4 * x + 2), get(4 * x + 1), get(4 * x)],
+        _ => [0, 0, 0],
     }
 }
 
-/// Statistics of an RGB image (palette formats give zeros).
+/// Bits of a Golomb-style code for residual `r` (sign folded in).
+fn residual_bits(r: i16) -> u32 {
+    let m = r.unsigned_abs() * 2;
+    if m == 0 { 1 } else { m.ilog2() + 2 }
+}
+
+/// Statistics of an RGB image (palette formats give zeros), from about one
+/// pixel in [`STAT_SAMPLE_EVERY`] (at least 32, at most [`MAX_STAT_SAMPLES`])
+/// on a grid whose columns shift from row to row.
 #[must_use]
 pub fn image_stats(img: &ImageRef<'_>) -> ImageStats {
     let mut st = ImageStats::default();
@@ -214,35 +258,52 @@ pub fn image_stats(img: &ImageRef<'_>) -> ImageStats {
     if w < 2 || h < 2 {
         return st;
     }
-    let row_step = (h / 48).max(1);
-    let col_step = (w / 96).max(1);
-    let mut colours = std::collections::HashSet::new();
-    let mut y = 0;
-    while y + 1 < h {
-        let (r0, r1) = (img.row(y), img.row(y + 1));
-        let mut x = 0;
-        while x + 1 < w {
-            let a = rgb_at(r0, x, img.format);
-            for b in [rgb_at(r0, x + 1, img.format), rgb_at(r1, x, img.format)] {
+    let want = (w * h / STAT_SAMPLE_EVERY).clamp(32, MAX_STAT_SAMPLES);
+    // ny rows of nx samples, in proportion to the image's shape.
+    let ny = (want * h / w).isqrt().clamp(1, (h - 1).min(want));
+    let nx = (want / ny).clamp(1, w - 1);
+    let (sy, sx) = ((h - 1) / ny, (w - 1) / nx);
+    let mut seen = [0u64; 64];
+    let mut y = 1;
+    let mut row_index = 0usize;
+    while y < h {
+        let (up, cur) = (img.row(y - 1), img.row(y));
+        let mut x = 1 + (row_index * 7) % sx;
+        while x < w {
+            let c = rgb_at(cur, x, img.format);
+            let l = rgb_at(cur, x - 1, img.format);
+            let a = rgb_at(up, x, img.format);
+            st.samples += 1;
+            for n in [l, a] {
                 st.pairs += 1;
-                let d =
-                    a.0.abs_diff(b.0)
-                        .max(a.1.abs_diff(b.1))
-                        .max(a.2.abs_diff(b.2));
+                let d = (0..3).map(|k| c[k].abs_diff(n[k])).max().unwrap_or(0);
                 if d == 0 {
                     st.flat += 1;
                 } else if d <= GRADUAL_STEP {
                     st.gradual += 1;
                 }
             }
-            if colours.len() < 4096 {
-                colours.insert(a);
+            if c == l || c == a {
+                st.repeats += 1;
             }
-            x += col_step;
+            if c != l || c != a {
+                for k in 0..3 {
+                    let pred = (u16::from(l[k]) + u16::from(a[k])) / 2;
+                    let r = i16::from(c[k]) - i16::try_from(pred).unwrap_or(0);
+                    st.quic_bits += residual_bits(r);
+                }
+            }
+            let key = (u32::from(c[0]) << 16 | u32::from(c[1]) << 8 | u32::from(c[2]))
+                .wrapping_mul(0x9E37_79B1)
+                >> 20;
+            let key = usize::try_from(key).unwrap_or(0);
+            seen[key / 64] |= 1 << (key % 64);
+            x += sx;
         }
-        y += row_step;
+        y += sy;
+        row_index += 1;
     }
-    st.colours = u32::try_from(colours.len()).unwrap_or(u32::MAX);
+    st.colours = seen.iter().map(|v| v.count_ones()).sum();
     st
 }
 
@@ -1119,14 +1180,24 @@ fn len_u32(n: usize) -> Result<u32, Error> {
     u32::try_from(n).map_err(|_| Error::Malformed("image size"))
 }
 
+/// Threads [`lz::encode_parallel`] may use for one large image: the
+/// machine's parallelism, at most [`MAX_LZ_THREADS`].
+fn lz_threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_LZ_THREADS))
+    })
+}
+
 /// Encodes with `codec`; `None` when the codec cannot or fails (the caller
-/// then sends a bitmap).
+/// then sends a bitmap). LZ images of [`lz::PARALLEL_MIN_BYTES`] and more are
+/// encoded in bands on up to [`MAX_LZ_THREADS`] threads.
 fn encode(codec: Codec, r: &ImageRef<'_>) -> Option<(Codec, Vec<u8>)> {
     let res = match codec {
         Codec::Bitmap | Codec::Glz => return None,
         Codec::Jpeg => jpeg::encode(r, jpeg::DEFAULT_QUALITY),
         Codec::Quic => quic::encode(r),
-        Codec::Lz => lz::encode(r),
+        Codec::Lz => lz::encode_parallel(r, lz_threads()),
         Codec::Lz4 => lz4::encode(r),
     };
     match res {
@@ -1220,6 +1291,29 @@ mod tests {
             choose(&policy(ImageCompression::Off), &rp, d).0,
             Codec::Bitmap
         );
+    }
+
+    #[test]
+    fn image_stats_sample_a_bounded_share() {
+        for (w, h, lo, hi) in [
+            (64u32, 64u32, 32u32, 40u32),
+            (256, 256, 400, 700),
+            (1920, 1080, 3000, 5000),
+            (4000, 3, 32, 100),
+            (3, 4000, 32, 100),
+        ] {
+            let p = photo(w, h);
+            let r = ImageRef::new(&p, w, h, 4 * w as usize, PixelFormat::Rgb32, true)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let st = image_stats(&r);
+            assert!(
+                (lo..=hi).contains(&st.samples),
+                "{w}x{h}: {} samples",
+                st.samples
+            );
+            assert_eq!(st.pairs, 2 * st.samples);
+            assert!(st.is_photo(), "{w}x{h}: {st:?}");
+        }
     }
 
     #[test]
