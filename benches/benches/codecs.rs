@@ -10,11 +10,27 @@
 //! `LZ4_compress_default` on the same frame as the LZ4 peer (`lz4_c`), and in
 //! the `codecs/sequence` group GLZ over the whole corpus in one dictionary
 //! (window of 4 Mi pixels, so frames reference and evict each other).
+//! `lz4_par` is [`lz4::encode_parallel`] on every available core.
+//!
+//! Before the criterion groups, `cargo bench` prints a summary the README
+//! quotes: per codec, the median over the corpus of (codec throughput / memcpy
+//! throughput), each measured as the median of several runs interleaved with
+//! memcpy runs, and the median compression ratio:
+//!
+//! ```text
+//! summary <codec> speed_vs_memcpy=<x> ratio=<y>
+//! ```
+//!
+//! `QXL_SUMMARY=quic,lz4` restricts the summary to those codecs, `QXL_SUMMARY=0`
+//! skips it, `QXL_SUMMARY_IMAGES=photo,term` restricts it to the images whose
+//! names contain one of those words, `QXL_SUMMARY_ONLY=1` skips the criterion
+//! groups.
 
 use std::hint::black_box;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use spice_server::codecs::glz::GlzDictionary;
 use spice_server::codecs::{ImageRef, PixelFormat, jpeg, lz, lz4, quic, zlib_glz};
 
@@ -110,6 +126,9 @@ fn codecs(c: &mut Criterion) {
         group.bench_function("lz", |b| b.iter(|| lz::encode(black_box(&img))));
         group.bench_function("quic", |b| b.iter(|| quic::encode(black_box(&img))));
         group.bench_function("lz4_c", |b| b.iter(|| lz4_c(black_box(&px), &mut c_buf)));
+        group.bench_function("lz4_par", |b| {
+            b.iter(|| lz4::encode_parallel(black_box(&img), threads()));
+        });
         group.bench_function("glz", |b| {
             b.iter(|| {
                 glz_dict.reset();
@@ -175,5 +194,133 @@ fn sequence(c: &mut Criterion) {
     group.finish();
 }
 
+/// Every core the machine offers.
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// The codecs of the summary, in print order.
+const SUMMARY_CODECS: [&str; 8] = [
+    "lz4", "lz4_par", "lz4_c", "lz", "glz", "quic", "jpeg", "zlib_glz",
+];
+
+/// Median of `v` (sorted in place); 0 when empty.
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => f64::midpoint(v[n / 2 - 1], v[n / 2]),
+    }
+}
+
+/// Median wall time of `f` over `runs` runs, each run preceded by a memcpy of
+/// `px` whose times are returned too: (codec, memcpy).
+fn timed(runs: usize, px: &[u8], dst: &mut [u8], mut f: impl FnMut() -> usize) -> (f64, f64) {
+    let (mut codec, mut copy) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        // The memcpy reference as criterion sees it, hot: the fastest of a few
+        // back-to-back copies.
+        let mut best = f64::MAX;
+        for _ in 0..4 {
+            let t = Instant::now();
+            dst.copy_from_slice(black_box(px));
+            black_box(&dst);
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        copy.push(best);
+        let t = Instant::now();
+        black_box(f());
+        codec.push(t.elapsed().as_secs_f64());
+    }
+    (median(&mut codec), median(&mut copy))
+}
+
+/// The README summary: see the module docs.
+fn summary() {
+    let only = std::env::var("QXL_SUMMARY").unwrap_or_default();
+    if only == "0" {
+        return;
+    }
+    let selected: Vec<&str> = SUMMARY_CODECS
+        .iter()
+        .copied()
+        .filter(|c| only.is_empty() || only.split(',').any(|o| o == *c))
+        .collect();
+    let mut speeds: Vec<Vec<f64>> = vec![Vec::new(); selected.len()];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); selected.len()];
+    let images = std::env::var("QXL_SUMMARY_IMAGES").unwrap_or_default();
+    for (name, w, h, px) in corpus() {
+        if !images.is_empty() && !images.split(',').any(|i| name.contains(i)) {
+            continue;
+        }
+        let stride = usize::try_from(w).expect("width") * 4;
+        let img = ImageRef::new(&px, w, h, stride, PixelFormat::Rgb32, true).expect("image");
+        let mut dst = vec![0u8; px.len()];
+        let mut c_buf = Vec::new();
+        let mut dict = GlzDictionary::new(4 << 20);
+        let mut line = format!("summary-image {name}");
+        for (k, codec) in selected.iter().enumerate() {
+            let mut run = || -> usize {
+                match *codec {
+                    "lz4" => lz4::encode(&img).expect("lz4").len(),
+                    "lz4_par" => lz4::encode_parallel(&img, threads()).expect("lz4").len(),
+                    "lz4_c" => lz4_c(&px, &mut c_buf),
+                    "lz" => lz::encode(&img).expect("lz").len(),
+                    "glz" => {
+                        dict.reset();
+                        dict.encode(&img).expect("glz").len()
+                    }
+                    "quic" => quic::encode(&img).expect("quic").len(),
+                    "jpeg" => jpeg::encode(&img, jpeg::DEFAULT_QUALITY)
+                        .expect("jpeg")
+                        .len(),
+                    _ => {
+                        dict.reset();
+                        match zlib_glz::encode(&mut dict, &img).expect("zlib_glz") {
+                            zlib_glz::GlzOutput::Glz(v)
+                            | zlib_glz::GlzOutput::ZlibGlz { data: v, .. } => v.len(),
+                        }
+                    }
+                }
+            };
+            let size = run();
+            // About 0.3 s per codec and image, at least 5 runs.
+            let t = Instant::now();
+            run();
+            let once = t.elapsed().max(Duration::from_micros(1));
+            let runs = usize::try_from(Duration::from_millis(300).as_nanos() / once.as_nanos())
+                .unwrap_or(5)
+                .clamp(5, 201)
+                | 1;
+            let (codec_s, copy_s) = timed(runs, &px, &mut dst, run);
+            let speed = copy_s / codec_s;
+            #[allow(clippy::cast_precision_loss)] // Sizes far below 2^52.
+            let ratio = px.len() as f64 / size as f64;
+            speeds[k].push(speed);
+            ratios[k].push(ratio);
+            line.push_str(&format!(" {codec}={speed:.4}/{ratio:.2}"));
+        }
+        println!("{line}");
+    }
+    for (k, codec) in selected.iter().enumerate() {
+        let speed = median(&mut speeds[k]);
+        let ratio = median(&mut ratios[k]);
+        println!("summary {codec} speed_vs_memcpy={speed:.4} ratio={ratio:.2}");
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` does not and only
+    // smoke-runs the criterion groups.
+    if std::env::args().any(|a| a == "--bench") {
+        summary();
+        if std::env::var("QXL_SUMMARY_ONLY").is_ok_and(|v| v == "1") {
+            return;
+        }
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
+
 criterion_group!(benches, codecs);
-criterion_main!(benches);
