@@ -15,8 +15,8 @@
 //! the per-item best lossless codec, total time of `auto` against the fastest
 //! single codec over all items (and each codec's speed as a fraction of the
 //! same-run `memcpy`), and the items where `auto` is more than 5 % larger than
-//! the best. Then, per full image: LZ on one core against
-//! `lz::encode_parallel` on all cores, and JPEG's speed.
+//! the best. Then, per full image: LZ and JPEG on one core against
+//! `lz::encode_parallel` / `jpeg::encode_parallel` on all cores.
 //!
 //! Not a criterion bench (`harness = false`, plain `main`): run with
 //! `cargo bench -p qxl-benches --bench auto` (env `AUTO_RUNS`, default 5;
@@ -391,52 +391,65 @@ fn write_csv(path: &str, rows: &[Row]) {
     std::fs::write(path, s).expect("write CSV");
 }
 
-/// LZ on one core against `lz::encode_parallel`, and JPEG, per full image.
+/// LZ and JPEG on one core against `encode_parallel` on all cores, per full image.
 fn full_frame_extras(frames: &[(String, u32, u32, Vec<u8>)], runs: usize) {
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    println!("== full frames: LZ one core vs encode_parallel({threads}), JPEG q85");
-    let mut lz1 = Vec::new();
-    let mut lzn = Vec::new();
-    let mut jp = Vec::new();
+    println!(
+        "== full frames, fraction of memcpy: LZ and JPEG q85 on one core vs encode_parallel({threads})"
+    );
+    let mut figs: [Vec<f64>; 4] = Default::default();
+    let q = jpeg::DEFAULT_QUALITY;
     for (name, w, h, px) in frames {
         let stride = usize::try_from(*w).expect("width") * 4;
         let img = ImageRef::new(px, *w, *h, stride, PixelFormat::Rgb32, true).expect("image");
         let mut dst = vec![0u8; px.len()];
-        let (mut m, mut a, mut b, mut j) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let (mut sa, mut sb) = (0, 0);
+        let mut m = Vec::new();
+        let mut t: [Vec<u64>; 4] = Default::default();
+        let mut sizes = [0usize; 4];
         for _ in 0..runs {
             m.push(timed(|| dst.copy_from_slice(black_box(px))).0);
-            let (t, o) = timed(|| lz::encode(black_box(&img)).expect("lz"));
-            a.push(t);
-            sa = o.len();
-            let (t, o) = timed(|| lz::encode_parallel(black_box(&img), threads).expect("lz"));
-            b.push(t);
-            sb = o.len();
-            j.push(timed(|| jpeg::encode(black_box(&img), jpeg::DEFAULT_QUALITY).expect("jpeg")).0);
+            let encoders: [&dyn Fn() -> Vec<u8>; 4] = [
+                &|| lz::encode(black_box(&img)).expect("lz"),
+                &|| lz::encode_parallel(black_box(&img), threads).expect("lz"),
+                &|| jpeg::encode(black_box(&img), q).expect("jpeg"),
+                &|| jpeg::encode_parallel(black_box(&img), q, threads).expect("jpeg"),
+            ];
+            for (k, e) in encoders.iter().enumerate() {
+                let (ns, out) = timed(e);
+                t[k].push(ns);
+                sizes[k] = out.len();
+            }
         }
         let m = f(median(&mut m));
-        let (a, b, j) = (
-            m / f(median(&mut a)),
-            m / f(median(&mut b)),
-            m / f(median(&mut j)),
-        );
+        let r: Vec<f64> = t.iter_mut().map(|v| m / f(median(v))).collect();
         println!(
-            "  {name:36} lz {a:.4}  lz_par {b:.4} ({:.2}x, {sb} vs {sa} bytes)  jpeg {j:.4} of memcpy",
-            b / a
+            "  {name:36} lz {:.4} lz_par {:.4} ({:.2}x; {} vs {} bytes)  jpeg {:.4} jpeg_par {:.4} ({:.2}x; {} vs {} bytes)",
+            r[0],
+            r[1],
+            r[1] / r[0],
+            sizes[1],
+            sizes[0],
+            r[2],
+            r[3],
+            r[3] / r[2],
+            sizes[3],
+            sizes[2]
         );
-        lz1.push(a);
-        lzn.push(b);
-        jp.push(j);
+        for (v, x) in figs.iter_mut().zip(r) {
+            v.push(x);
+        }
     }
     let med = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
+    let [a, b, c, d] = &mut figs;
     println!(
-        "  median: lz {:.4}  lz_par {:.4}  jpeg {:.4} of memcpy",
-        med(&mut lz1),
-        med(&mut lzn),
-        med(&mut jp)
+        "  median: lz {:.4}  lz_par {:.4}  jpeg {:.4}  jpeg_par {:.4} of memcpy",
+        med(a),
+        med(b),
+        med(c),
+        med(d)
     );
 }
 

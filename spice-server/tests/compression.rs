@@ -583,6 +583,44 @@ fn large_lz_images_in_bands_decode_exactly_in_spice_gtk() {
     }
 }
 
+/// A large photo-like JPEG (1024×768, ≥ 256 Ki pixels) is encoded in bands
+/// on several threads joined by restart markers (`jpeg::encode_parallel`):
+/// spice-gtk's libjpeg decodes it within 35 dB PSNR of the canvas.
+#[test]
+fn large_jpeg_images_in_bands_are_close_in_spice_gtk() {
+    let mut h = start(ServerConfig {
+        image_compression: ImageCompression::AutoGlz,
+        jpeg_wan_compression: WanCompression::Always,
+        ..open_config()
+    });
+    h.display.create_primary(primary(1024, 768));
+    h.display
+        .command(common::fill(Rect::new(0, 0, 1024, 768), 0x0010_2030));
+    let mut p = Probe::start(h.port(), None, "display");
+    p.wait_seen("MARK", T);
+    converge(&mut p, &h, "initial 1024x768 frame");
+    let before = h.display.images_sent(JPEG).0;
+    draw_at(&mut h, 0, 0, image(&FORMATS[7], 1024, 768, true, 2001));
+    h.display.sync().expect("worker");
+    let deadline = Instant::now() + T;
+    while h.display.images_sent(JPEG).0 == before {
+        assert!(Instant::now() < deadline, "no JPEG image");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (_, _, want) = h.display.screenshot(0).expect("primary");
+    let deadline = Instant::now() + T;
+    loop {
+        let got = p.dump();
+        let db = spice_server::codecs::jpeg::psnr(&got, &want);
+        if db >= 35.0 {
+            eprintln!("1024x768 JPEG: PSNR {db:.1} dB");
+            break;
+        }
+        assert!(Instant::now() < deadline, "1024x768 JPEG: PSNR {db:.1} dB");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn palettes_come_from_the_palette_cache() {
     let mut h = start(ServerConfig {

@@ -29,8 +29,9 @@
 //! * JPEG replaces QUIC when JPEG is enabled for the client and the use allows
 //!   a lossy image (a plain copy onto the primary);
 //! * if the encoder fails or the result is not smaller → BITMAP;
-//! * LZ images of 512 KiB and more are encoded in bands of rows on up to
-//!   [`MAX_LZ_THREADS`] threads ([`lz::encode_parallel`]).
+//! * LZ images of 512 KiB and more, and JPEG images of 256 Ki pixels and
+//!   more, are encoded in bands of rows on up to [`MAX_ENCODE_THREADS`]
+//!   threads ([`lz::encode_parallel`], [`jpeg::encode_parallel`]).
 //!
 //! **Pixmap cache** ([`PixmapCache`], compression.md §9): images the guest
 //! marked cacheable (`QXL_IMAGE_CACHE`, keyed by its id) and any image of at
@@ -108,8 +109,9 @@ pub const CACHE_MIN_PIXELS: u64 = 32 * 32;
 pub const PALETTE_CACHE_ENTRIES: usize = 128;
 /// Largest channel difference of a "gradual" neighbour step.
 pub const GRADUAL_STEP: u8 = 24;
-/// Most threads one LZ image is encoded on ([`lz::encode_parallel`]).
-pub const MAX_LZ_THREADS: usize = 4;
+/// Most threads one LZ or JPEG image is encoded on ([`lz::encode_parallel`],
+/// [`jpeg::encode_parallel`]).
+pub const MAX_ENCODE_THREADS: usize = 4;
 /// Largest pixmap cache accepted from a client (pixels).
 const MAX_CACHE_PIXELS: u64 = 1 << 32;
 
@@ -1180,24 +1182,25 @@ fn len_u32(n: usize) -> Result<u32, Error> {
     u32::try_from(n).map_err(|_| Error::Malformed("image size"))
 }
 
-/// Threads [`lz::encode_parallel`] may use for one large image: the
-/// machine's parallelism, at most [`MAX_LZ_THREADS`].
-fn lz_threads() -> usize {
+/// Threads [`lz::encode_parallel`] and [`jpeg::encode_parallel`] may use for
+/// one large image: the
+/// machine's parallelism, at most [`MAX_ENCODE_THREADS`].
+fn encode_threads() -> usize {
     static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *THREADS.get_or_init(|| {
-        std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_LZ_THREADS))
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_ENCODE_THREADS))
     })
 }
 
 /// Encodes with `codec`; `None` when the codec cannot or fails (the caller
-/// then sends a bitmap). LZ images of [`lz::PARALLEL_MIN_BYTES`] and more are
-/// encoded in bands on up to [`MAX_LZ_THREADS`] threads.
+/// then sends a bitmap). Large LZ and JPEG images are encoded in bands on up
+/// to [`MAX_ENCODE_THREADS`] threads.
 fn encode(codec: Codec, r: &ImageRef<'_>) -> Option<(Codec, Vec<u8>)> {
     let res = match codec {
         Codec::Bitmap | Codec::Glz => return None,
-        Codec::Jpeg => jpeg::encode(r, jpeg::DEFAULT_QUALITY),
+        Codec::Jpeg => jpeg::encode_parallel(r, jpeg::DEFAULT_QUALITY, encode_threads()),
         Codec::Quic => quic::encode(r),
-        Codec::Lz => lz::encode_parallel(r, lz_threads()),
+        Codec::Lz => lz::encode_parallel(r, encode_threads()),
         Codec::Lz4 => lz4::encode(r),
     };
     match res {

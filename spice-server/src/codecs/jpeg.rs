@@ -48,6 +48,15 @@ fn enc_err(_: jpeg_encoder::EncodingError) -> CodecError {
 /// [`CodecError::BadDimensions`] above 65535 pixels either way, or an invalid
 /// [`ImageRef`].
 pub fn encode(img: &ImageRef<'_>, quality: u8) -> Result<Vec<u8>, CodecError> {
+    encode_with_restarts(img, quality, 0)
+}
+
+/// [`encode`] with a restart marker every `restart_interval` MCUs (0: none).
+fn encode_with_restarts(
+    img: &ImageRef<'_>,
+    quality: u8,
+    restart_interval: u16,
+) -> Result<Vec<u8>, CodecError> {
     img.validate()?;
     let (w, h) = match (u16::try_from(img.width), u16::try_from(img.height)) {
         (Ok(w), Ok(h)) => (w, h),
@@ -103,7 +112,162 @@ pub fn encode(img: &ImageRef<'_>, quality: u8) -> Result<Vec<u8>, CodecError> {
     enc.set_sampling_factor(SamplingFactor::F_2_2);
     enc.set_progressive(false);
     enc.set_optimized_huffman_tables(false);
+    enc.set_restart_interval(restart_interval);
     enc.encode(data, w, h, color).map_err(enc_err)?;
+    Ok(out)
+}
+
+/// Images from this many pixels on are worth [`encode_parallel`]'s threads.
+pub const PARALLEL_MIN_PIXELS: usize = 256 * 1024;
+/// Rows of one MCU (4:2:0 sampling).
+const MCU_ROWS: usize = 16;
+/// Columns of one MCU.
+const MCU_COLS: usize = 16;
+
+/// Where a baseline JFIF stream of this encoder keeps its parts: the frame
+/// header (SOF0), the scan header (SOS) and the entropy-coded data.
+#[derive(Debug, Clone, Copy)]
+struct JpegParts {
+    sof: usize,
+    sos: usize,
+    scan: usize,
+    end: usize,
+}
+
+/// Finds the parts of `data` (SOI, segments, SOS, scan, EOI).
+fn jpeg_parts(data: &[u8]) -> Result<JpegParts, CodecError> {
+    const BAD: CodecError = CodecError::Corrupt("JPEG band stream");
+    if data.get(..2) != Some(&[0xff, 0xd8])
+        || data.get(data.len().saturating_sub(2)..) != Some(&[0xff, 0xd9])
+    {
+        return Err(BAD);
+    }
+    let mut pos = 2;
+    let mut sof = None;
+    loop {
+        let seg = data.get(pos..pos + 4).ok_or(BAD)?;
+        if seg[0] != 0xff {
+            return Err(BAD);
+        }
+        let len = usize::from(u16::from_be_bytes([seg[2], seg[3]]));
+        match seg[1] {
+            0xc0 => sof = Some(pos),
+            0xda => {
+                let scan = pos + 2 + len;
+                let end = data.len() - 2;
+                if scan > end {
+                    return Err(BAD);
+                }
+                return Ok(JpegParts {
+                    sof: sof.ok_or(BAD)?,
+                    sos: pos,
+                    scan,
+                    end,
+                });
+            }
+            _ => {}
+        }
+        pos += 2 + len;
+    }
+}
+
+/// Encodes `img` like [`encode`], on up to `threads` threads for images of
+/// at least [`PARALLEL_MIN_PIXELS`]: the image is cut into bands of whole MCU
+/// rows, each band is encoded on its own as a complete JPEG (same tables:
+/// standard Huffman tables, same quality), and the bands' entropy-coded
+/// segments are joined with restart markers (`RST0`…`RST7` in turn) under
+/// one header that declares the full height and a restart interval (`DRI`) of
+/// one band's MCUs. A restart resets the DC predictions and byte-aligns the
+/// bit stream, which is exactly how each band's encoding starts and ends, so
+/// the result is byte for byte the single-threaded encoding with that restart
+/// interval — a baseline JPEG every decoder (libjpeg in spice-gtk) reads.
+///
+/// # Errors
+/// As [`encode`].
+pub fn encode_parallel(
+    img: &ImageRef<'_>,
+    quality: u8,
+    threads: usize,
+) -> Result<Vec<u8>, CodecError> {
+    img.validate()?;
+    let (cols, rows) = (img.cols(), img.rows());
+    let mcu_cols = cols.div_ceil(MCU_COLS).max(1);
+    let mcu_rows = rows.div_ceil(MCU_ROWS);
+    // The restart interval (MCUs of one band) must fit DRI's 16 bits.
+    let max_band = (usize::from(u16::MAX) / mcu_cols).max(1);
+    let band_mcu_rows = mcu_rows.div_ceil(threads.max(1)).clamp(1, max_band);
+    let bands = mcu_rows.div_ceil(band_mcu_rows);
+    if threads <= 1
+        || bands <= 1
+        || cols * rows < PARALLEL_MIN_PIXELS
+        || u16::try_from(img.width).is_err()
+    {
+        return encode(img, quality);
+    }
+    let interval = u16::try_from(band_mcu_rows * mcu_cols)
+        .map_err(|_| CodecError::Corrupt("JPEG restart interval"))?;
+    let band_rows = band_mcu_rows * MCU_ROWS;
+    // Visual rows [v0, v1) of the image as an image of their own.
+    let band = |k: usize| -> Result<Vec<u8>, CodecError> {
+        let v0 = k * band_rows;
+        let v1 = (v0 + band_rows).min(rows);
+        let first_stored = if img.top_down { v0 } else { rows - v1 };
+        let sub = ImageRef {
+            pixels: img
+                .pixels
+                .get(first_stored * img.stride..)
+                .ok_or(CodecError::BufferTooSmall)?,
+            height: u32::try_from(v1 - v0).map_err(|_| CodecError::BufferTooSmall)?,
+            ..*img
+        };
+        encode(&sub, quality)
+    };
+    let per_thread = bands.div_ceil(threads);
+    let encoded: Vec<Result<Vec<u8>, CodecError>> = std::thread::scope(|s| {
+        let band = &band;
+        let handles: Vec<_> = (1..bands.div_ceil(per_thread))
+            .map(|t| {
+                s.spawn(move || {
+                    (t * per_thread..((t + 1) * per_thread).min(bands))
+                        .map(band)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all: Vec<_> = (0..per_thread.min(bands)).map(band).collect();
+        for h in handles {
+            match h.join() {
+                Ok(v) => all.extend(v),
+                Err(e) => std::panic::resume_unwind(e),
+            }
+        }
+        all
+    });
+    let encoded = encoded.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let first = encoded.first().ok_or(CodecError::Corrupt("JPEG bands"))?;
+    let parts = jpeg_parts(first)?;
+    let total: usize = encoded.iter().map(Vec::len).sum();
+    let mut out = Vec::with_capacity(total + 8 * bands);
+    out.extend_from_slice(&first[..parts.sos]);
+    // SOF0: marker, length, precision, then the height.
+    let height = u16::try_from(img.height).map_err(|_| CodecError::BadDimensions {
+        width: img.width,
+        height: img.height,
+    })?;
+    out.get_mut(parts.sof + 5..parts.sof + 7)
+        .ok_or(CodecError::Corrupt("JPEG band stream"))?
+        .copy_from_slice(&height.to_be_bytes());
+    out.extend_from_slice(&[0xff, 0xdd, 0, 4]);
+    out.extend_from_slice(&interval.to_be_bytes());
+    out.extend_from_slice(&first[parts.sos..parts.scan]);
+    for (k, data) in encoded.iter().enumerate() {
+        let p = if k == 0 { parts } else { jpeg_parts(data)? };
+        if k > 0 {
+            out.extend_from_slice(&[0xff, 0xd0 + u8::try_from((k - 1) % 8).unwrap_or(0)]);
+        }
+        out.extend_from_slice(&data[p.scan..p.end]);
+    }
+    out.extend_from_slice(&[0xff, 0xd9]);
     Ok(out)
 }
 
@@ -248,4 +412,78 @@ pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
     #[allow(clippy::cast_precision_loss)] // Sums far below 2^52.
     let mse = se as f64 / n as f64;
     10.0 * (255.0 * 255.0 / mse).log10()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(w: usize, h: usize, bpp: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(w * h * bpp);
+        let mut s = 7u32;
+        for y in 0..h {
+            for x in 0..w {
+                s = s.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                let n = u8::try_from((s >> 16) % 9).unwrap();
+                let px = [
+                    u8::try_from((x + y) % 256).unwrap().wrapping_add(n),
+                    u8::try_from((x * 3) % 256).unwrap(),
+                    if (x / 64 + y / 48) % 2 == 0 {
+                        240
+                    } else {
+                        n * 20
+                    },
+                    0,
+                ];
+                v.extend_from_slice(&px[..bpp]);
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn jpeg_parallel_bands_equal_restart_encoding() {
+        // Heights and widths on and off the 16-pixel MCU grid, both row
+        // orders, 16/24/32-bit; the banded stream is the single-threaded
+        // encoding with one band's MCUs as the restart interval.
+        for (w, h, format, top_down) in [
+            (640usize, 480usize, PixelFormat::Rgb32, true),
+            (1000, 517, PixelFormat::Rgb32, false),
+            (700, 401, PixelFormat::Rgb24, true),
+            (613, 500, PixelFormat::Rgb16, false),
+            (600, 450, PixelFormat::Rgba, true),
+        ] {
+            let bpp = usize::try_from(format.bits_per_pixel() / 8).unwrap();
+            let px = pattern(w, h, bpp);
+            let img = ImageRef::new(
+                &px,
+                u32::try_from(w).unwrap(),
+                u32::try_from(h).unwrap(),
+                w * bpp,
+                format,
+                top_down,
+            )
+            .unwrap();
+            let single = encode(&img, DEFAULT_QUALITY).unwrap();
+            assert_eq!(encode_parallel(&img, DEFAULT_QUALITY, 1).unwrap(), single);
+            let whole = decode(&single, &DecodeLimits::default()).unwrap();
+            for threads in [2usize, 3, 4, 7] {
+                let par = encode_parallel(&img, DEFAULT_QUALITY, threads).unwrap();
+                let mcu_rows = h.div_ceil(16);
+                let band = mcu_rows.div_ceil(threads);
+                let interval = u16::try_from(band * w.div_ceil(16)).unwrap();
+                let want = encode_with_restarts(&img, DEFAULT_QUALITY, interval).unwrap();
+                assert!(par == want, "{w}x{h} {format:?} {threads} threads");
+                let dec = decode(&par, &DecodeLimits::default()).unwrap();
+                assert!(psnr(&dec.pixels, &whole.pixels) > 40.0, "{w}x{h} {threads}");
+            }
+        }
+        // Below the threshold: one band.
+        let px = pattern(300, 200, 4);
+        let img = ImageRef::new(&px, 300, 200, 1200, PixelFormat::Rgb32, true).unwrap();
+        assert_eq!(
+            encode_parallel(&img, DEFAULT_QUALITY, 4).unwrap(),
+            encode(&img, DEFAULT_QUALITY).unwrap()
+        );
+    }
 }
