@@ -695,7 +695,11 @@ impl<S: DisplaySink + Send + 'static> QxlVm<S> {
             .map_err(|e| VmError::Memory(format!("load at {gpa:#x}: {e}")))
     }
 
-    fn set_entry(&self, entry: VcpuEntry) -> VmResult<()> {
+    /// Set the vCPU up for `entry`: flat 32-bit protected mode without
+    /// paging (code selector 0x08, data 0x10, as [`VcpuEntry`] describes).
+    /// [`Self::run`] does this itself; a VMM driving [`Self::run_guest`] with
+    /// such a guest calls it first.
+    pub fn set_entry(&self, entry: VcpuEntry) -> VmResult<()> {
         let mut sregs = self.vcpu.get_sregs().map_err(VmError::kvm("get sregs"))?;
         let code = FLAT_CODE32;
         let data = kvm_segment {

@@ -68,6 +68,7 @@
 
 #[path = "../../spice-server/tests/common/mod.rs"]
 mod common;
+mod guest_asm;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -75,6 +76,7 @@ use std::time::Duration;
 use devices::qxl::abi::{io, ram as ram_off, rom as rom_off};
 use devices::qxl::mock::driver::{MockQxlDriver, MockRing, RecordingSink};
 use devices::qxl::replay::{self, Player, Record, RingId};
+use guest_asm::interrupt_return;
 use iced_x86::BlockEncoderOptions;
 use iced_x86::code_asm::*;
 use spice_server::ServerConfig;
@@ -380,19 +382,7 @@ fn assemble(addrs: &Addrs) -> Result<(Program, Addrs), IcedError> {
     // --- Setup: stack, GDT, IDT, PIC.
     a.cld()?;
     a.mov(esp, STACK_TOP)?;
-    a.mov(dword_ptr(GDT), 0u32)?;
-    a.mov(dword_ptr(GDT + 4), 0u32)?;
-    a.mov(dword_ptr(GDT + 8), 0x0000_ffffu32)?; // code: base 0, limit 4 GiB
-    a.mov(dword_ptr(GDT + 12), 0x00cf_9a00u32)?;
-    a.mov(dword_ptr(GDT + 16), 0x0000_ffffu32)?; // data
-    a.mov(dword_ptr(GDT + 20), 0x00cf_9200u32)?;
-    a.mov(word_ptr(GDTR), 23u32)?;
-    a.mov(dword_ptr(GDTR + 2), GDT)?;
-    a.lgdt(ptr(GDTR))?;
-    a.mov(ax, 0x10u32)?;
-    for seg in [ds, es, ss, fs, gs] {
-        a.mov(seg, ax)?;
-    }
+    guest_asm::flat_gdt(&mut a, GDT, GDTR)?;
     // IDT from the handler table (pass 2 fills it in).
     a.mov(esi, addrs.table)?;
     a.mov(edi, IDT)?;
@@ -414,21 +404,7 @@ fn assemble(addrs: &Addrs) -> Result<(Program, Addrs), IcedError> {
     a.mov(dword_ptr(IDTR + 2), IDT)?;
     a.lidt(ptr(IDTR))?;
     // 8259: master at 0x20, slave at 0x28; only IRQ5 unmasked; IRQ5 level.
-    for (port, val) in [
-        (0x20u32, 0x11u32),
-        (0xa0, 0x11),
-        (0x21, 0x20),
-        (0xa1, 0x28),
-        (0x21, 0x04),
-        (0xa1, 0x02),
-        (0x21, 0x01),
-        (0xa1, 0x01),
-        (0x21, 0xdf),
-        (0xa1, 0xff),
-    ] {
-        a.mov(al, val)?;
-        a.out(port, al)?;
-    }
+    guest_asm::pic_init(&mut a, 5)?;
     a.mov(dx, 0x4d0u32)?;
     a.mov(al, 0x20u32)?;
     a.out(dx, al)?;
@@ -916,17 +892,6 @@ fn assemble(addrs: &Addrs) -> Result<(Program, Addrs), IcedError> {
         },
         out,
     ))
-}
-
-/// Return from an interrupt without `iret`: restore EFLAGS (IF) from the
-/// frame, then return to EIP and drop CS and EFLAGS. On this host KVM
-/// emulates a protected-mode `iret` (the in-kernel emulator cannot, and the
-/// run ends with an emulation failure), while `popfd` / `ret imm16` run.
-/// Same privilege level, same CS, so nothing else in the frame matters.
-fn interrupt_return(a: &mut CodeAssembler) -> Result<(), IcedError> {
-    a.push(dword_ptr(esp + 8))?;
-    a.popfd()?;
-    a.ret_1(8)
 }
 
 /// Two passes: the first finds the handler addresses, the second embeds them

@@ -35,15 +35,17 @@ use devices::virtio_input::InputKind;
 use devices::virtio_input::evdev::EV_KEY;
 use devices::virtio_input::keymap::KEY_A;
 use devices::virtio_input::{InputEvent, VIRTIO_ID_INPUT};
+use guest_asm::interrupt_return;
 use iced_x86::code_asm::*;
-use kvm_bindings::{kvm_regs, kvm_segment};
 use spice_server::InputSink;
 use spice_server::command::{DisplaySink, SurfaceCreate, SurfaceFormat};
 use vm_memory::{Bytes, GuestAddress};
 use vmm_glue::event_handler::EventThread;
 use vmm_glue::input::{DisplaySize, VirtioInputSink};
-use vmm_glue::kvm::{self, GuestEnd, GuestExits, QxlVm, VmConfig};
+use vmm_glue::kvm::{self, GuestEnd, GuestExits, QxlVm, VcpuEntry, VmConfig};
 use vmm_glue::virtio::{TrackPrimary, VIRTIO_MMIO_BASE, VIRTIO_MMIO_STRIDE, VirtioInputs};
+
+mod guest_asm;
 
 macro_rules! skip {
     ($($arg:tt)*) => {{
@@ -77,14 +79,6 @@ const FAIL_PORT: u16 = 0x514;
 const QUEUE_SIZE: u32 = 8;
 const KBD: u32 = 0xd000_0000;
 
-/// Return from an interrupt without `iret` (which this host's KVM cannot
-/// emulate in protected mode; see `kvm_guest.rs`).
-fn interrupt_return(a: &mut CodeAssembler) -> Result<(), IcedError> {
-    a.push(dword_ptr(esp + 8))?;
-    a.popfd()?;
-    a.ret_1(8)
-}
-
 fn reg(off: u32) -> AsmMemoryOperand {
     dword_ptr(KBD + off)
 }
@@ -114,19 +108,7 @@ fn program() -> Vec<u8> {
     let r = (|| -> Result<(), IcedError> {
         a.cld()?;
         a.mov(esp, STACK_TOP)?;
-        a.mov(dword_ptr(GDT), 0u32)?;
-        a.mov(dword_ptr(GDT + 4), 0u32)?;
-        a.mov(dword_ptr(GDT + 8), 0x0000_ffffu32)?;
-        a.mov(dword_ptr(GDT + 12), 0x00cf_9a00u32)?;
-        a.mov(dword_ptr(GDT + 16), 0x0000_ffffu32)?;
-        a.mov(dword_ptr(GDT + 20), 0x00cf_9200u32)?;
-        a.mov(word_ptr(GDTR), 23u32)?;
-        a.mov(dword_ptr(GDTR + 2), GDT)?;
-        a.lgdt(ptr(GDTR))?;
-        a.mov(ax, 0x10u32)?;
-        for seg in [ds, es, ss, fs, gs] {
-            a.mov(seg, ax)?;
-        }
+        guest_asm::flat_gdt(&mut a, GDT, GDTR)?;
         // IDT: only vector 0x25 present (anything else faults to a triple
         // fault, which ends the run as a failure).
         a.mov(eax, HANDLER)?;
@@ -141,21 +123,7 @@ fn program() -> Vec<u8> {
         a.mov(dword_ptr(IDTR + 2), IDT)?;
         a.lidt(ptr(IDTR))?;
         // 8259: master at 0x20, slave at 0x28, only IRQ 5 unmasked (edge).
-        for (port, val) in [
-            (0x20u32, 0x11u32),
-            (0xa0, 0x11),
-            (0x21, 0x20),
-            (0xa1, 0x28),
-            (0x21, 0x04),
-            (0xa1, 0x02),
-            (0x21, 0x01),
-            (0xa1, 0x01),
-            (0x21, 0xdf),
-            (0xa1, 0xff),
-        ] {
-            a.mov(al, val)?;
-            a.out(port, al)?;
-        }
+        guest_asm::pic_init(&mut a, 5)?;
         a.sti()?;
 
         // Identify the windows (the fourth slot is empty: all-ones).
@@ -355,27 +323,9 @@ fn kvm_guest_drives_virtio_input_mmio_with_ioeventfd_and_irqfd() {
     let code = program();
     vm.load(u64::from(CODE), &code).unwrap();
     vm.load(u64::from(HANDLER), &handler()).unwrap();
-    let vcpu = vm.vcpu();
-    let mut sregs = vcpu.get_sregs().unwrap();
-    let code_seg = kvm::FLAT_CODE32;
-    let data = kvm_segment {
-        selector: 0x10,
-        type_: 0x3,
-        ..code_seg
-    };
-    sregs.cs = code_seg;
-    sregs.ds = data;
-    sregs.es = data;
-    sregs.fs = data;
-    sregs.gs = data;
-    sregs.ss = data;
-    sregs.cr0 = 0x11;
-    vcpu.set_sregs(&sregs).unwrap();
-    vcpu.set_regs(&kvm_regs {
-        rflags: 0x2,
+    vm.set_entry(VcpuEntry {
         rip: u64::from(CODE),
         rsp: u64::from(STACK_TOP),
-        ..Default::default()
     })
     .unwrap();
 
