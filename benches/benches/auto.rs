@@ -18,6 +18,11 @@
 //! the best. Then, per full image: LZ and JPEG on one core against
 //! `lz::encode_parallel` / `jpeg::encode_parallel` on all cores.
 //!
+//! The `memcpy` here runs once per run between the encoders, so its source
+//! is rarely in cache: it is slower than criterion's back-to-back `memcpy`
+//! in the `codecs` bench, and the fractions of `memcpy` printed here come out
+//! about 2.5 times those of the `codecs` bench. Compare within one bench.
+//!
 //! Not a criterion bench (`harness = false`, plain `main`): run with
 //! `cargo bench -p qxl-benches --bench auto` (env `AUTO_RUNS`, default 5;
 //! `AUTO_ONLY=<category>` to measure one category, `AUTO_ONLY=extras` for
