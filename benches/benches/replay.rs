@@ -23,6 +23,7 @@
 //! frame; the CPU the client costs the server (client run − no-client run,
 //! the reference's "server work beyond the run without a client"); and a
 //! memcpy of the same raw damage measured in the same run, for scale.
+//! Last, the demo desktop's steady-state bytes per frame to the same client.
 //!
 //! Run: `cargo bench -p qxl-benches --bench replay` (needs `spicy-stats`
 //! from Debian's `spice-client-gtk`, which `scripts/install-test-deps.sh`
@@ -40,7 +41,9 @@ use std::time::{Duration, Instant};
 
 use devices::qxl::spice_record::RecordEvent;
 use spice_server::{NoInput, ServerConfig, SpiceServer};
+use vmm_glue::demo::{Demo, DemoOptions};
 use vmm_glue::record_replay::{RecordReplayer, open_recording};
+use vmm_glue::scene::DesktopScene;
 
 /// Runs per configuration (medians are reported).
 const RUNS: usize = 3;
@@ -412,6 +415,12 @@ fn main() {
     report("as-fast-as-possible spicy-stats", &with_client);
     let base = report("recorded-pace no-client", &no_client_paced);
     let client = report("recorded-pace spicy-stats", &with_client_paced);
+    if have_client {
+        println!(
+            "demo desktop 1024x768 at 30 frames/s to spicy-stats: {:.1} KB/frame",
+            demo_bytes_per_frame() / 1e3
+        );
+    }
     if let (Some((_, c0, _)), Some((_, c1, b))) = (base, client) {
         println!(
             "replay summary (recorded pace, as the reference was taken): {:.2} MB to the client \
@@ -422,6 +431,41 @@ fn main() {
             (c1 - c0) / f * 1e3
         );
     }
+}
+
+/// The demo desktop (`qxl-vmm demo`'s scene at 30 frames/s) to `spicy-stats`:
+/// bytes per frame in the steady state (after the first full frame), median
+/// of three 3-second windows.
+fn demo_bytes_per_frame() -> f64 {
+    let demo = Demo::start(
+        DemoOptions {
+            server: ServerConfig {
+                addr: std::net::Ipv4Addr::LOCALHOST.into(),
+                port: 0,
+                disable_ticketing: true,
+                ..ServerConfig::default()
+            },
+            fps: 30,
+            frames: None,
+        },
+        Box::new(DesktopScene::new(1024, 768)),
+    )
+    .expect("demo");
+    let proxy = CountingProxy::start(demo.local_addr().expect("addr").port());
+    let mut client = spicy_stats(proxy.port);
+    std::thread::sleep(Duration::from_secs(2));
+    let mut per_frame = Vec::new();
+    for _ in 0..3 {
+        let (f0, b0) = (demo.stats().frames.load(Ordering::Relaxed), proxy.bytes());
+        std::thread::sleep(Duration::from_secs(3));
+        let (f1, b1) = (demo.stats().frames.load(Ordering::Relaxed), proxy.bytes());
+        per_frame.push((b1 - b0) as f64 / (f1 - f0).max(1) as f64);
+    }
+    let _ = client.kill();
+    let _ = client.wait();
+    drop(demo);
+    proxy.finish();
+    median(per_frame)
 }
 
 fn mb(b: u64) -> f64 {
