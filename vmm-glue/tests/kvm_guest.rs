@@ -6,8 +6,10 @@
 //! its 32-bit entry; the guest then installs its own GDT and IDT). It:
 //!
 //! 1. programs the 8259 PIC (IRQ5 = the QXL INTx GSI, level-triggered through
-//!    ELCR) and builds an IDT whose vector 0x25 is the QXL interrupt handler;
-//!    every other vector reports a failure;
+//!    ELCR) — or, in the IOAPIC variant, masks the PIC and routes IOAPIC pin
+//!    16 (level, active high, as `qxl-vmm boot`'s MP table declares the
+//!    INTA#) through the local APIC — and builds an IDT whose vector 0x25 is
+//!    the QXL interrupt handler; every other vector reports a failure;
 //! 2. scans bus 0 through `0xCF8`/`0xCFC` for 1b36:0100, sizes BARs 0..3 by
 //!    writing all-ones, programs them like firmware (memory from
 //!    0xD000_0000, I/O from 0x1000), enables decoding, leaves a marker in BAR0
@@ -137,7 +139,7 @@ const V_PHASE_A: u32 = 0x80; // 4 dwords: BAR bases before the move
 
 const STATUS_PORT: u16 = 0x510;
 const FAIL_PORT: u16 = 0x514;
-const QXL_VECTOR: u32 = 0x25; // PIC master base 0x20 + IRQ5
+const QXL_VECTOR: u32 = 0x25; // PIC master base 0x20 + IRQ5; the IOAPIC route uses it too
 const SPIN: u32 = 400_000_000;
 const MARKER: u32 = 0xc0ff_ee00;
 
@@ -369,7 +371,26 @@ fn v(off: u32) -> AsmMemoryOperand {
     dword_ptr(VARS + off)
 }
 
-fn assemble(addrs: &Addrs) -> Result<(Program, Addrs), IcedError> {
+/// How the QXL INTx reaches the guest's CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IrqRoute {
+    /// 8259 IRQ 5, level-triggered through ELCR (GSI 5).
+    Pic,
+    /// IOAPIC pin 16, level-triggered, active high, into the local APIC: how
+    /// `qxl-vmm boot`'s MP table routes 00:02.0's INTA# for Linux.
+    Ioapic,
+}
+
+impl IrqRoute {
+    const fn gsi(self) -> u32 {
+        match self {
+            Self::Pic => 5,
+            Self::Ioapic => 16,
+        }
+    }
+}
+
+fn assemble(addrs: &Addrs, route: IrqRoute) -> Result<(Program, Addrs), IcedError> {
     let mut a = CodeAssembler::new(32)?;
     let mut fail_common = a.create_label();
     let mut fails: Vec<(CodeLabel, u32)> = Vec::new();
@@ -403,11 +424,20 @@ fn assemble(addrs: &Addrs) -> Result<(Program, Addrs), IcedError> {
     a.mov(word_ptr(IDTR), 0x7ffu32)?;
     a.mov(dword_ptr(IDTR + 2), IDT)?;
     a.lidt(ptr(IDTR))?;
-    // 8259: master at 0x20, slave at 0x28; only IRQ5 unmasked; IRQ5 level.
-    guest_asm::pic_init(&mut a, 5)?;
-    a.mov(dx, 0x4d0u32)?;
-    a.mov(al, 0x20u32)?;
-    a.out(dx, al)?;
+    match route {
+        IrqRoute::Pic => {
+            // 8259: master at 0x20, slave at 0x28; only IRQ5 unmasked; IRQ5 level.
+            guest_asm::pic_init(&mut a, 5)?;
+            a.mov(dx, 0x4d0u32)?;
+            a.mov(al, 0x20u32)?;
+            a.out(dx, al)?;
+        }
+        IrqRoute::Ioapic => {
+            // Every 8259 line masked; the QXL pin through the IOAPIC.
+            guest_asm::pic_init(&mut a, 8)?;
+            guest_asm::ioapic_route(&mut a, route.gsi(), QXL_VECTOR, true, 0x2f)?;
+        }
+    }
     a.sti()?;
 
     // --- PCI scan for 1b36:0100 on bus 0.
@@ -812,8 +842,13 @@ fn assemble(addrs: &Addrs) -> Result<(Program, Addrs), IcedError> {
     a.add(edx, u32::try_from(io::UPDATE_IRQ).unwrap())?;
     a.xor(eax, eax)?;
     a.out(dx, al)?;
-    a.mov(al, 0x20u32)?;
-    a.out(0x20u32, al)?; // EOI
+    match route {
+        IrqRoute::Pic => {
+            a.mov(al, 0x20u32)?;
+            a.out(0x20u32, al)?; // EOI
+        }
+        IrqRoute::Ioapic => guest_asm::lapic_eoi(&mut a)?,
+    }
     a.popad()?;
     interrupt_return(&mut a)?;
 
@@ -897,13 +932,16 @@ fn assemble(addrs: &Addrs) -> Result<(Program, Addrs), IcedError> {
 /// Two passes: the first finds the handler addresses, the second embeds them
 /// (every instruction that carries one has a fixed-size immediate, so the
 /// layout cannot change between passes).
-fn guest_program() -> Program {
-    let (_, addrs) = assemble(&Addrs {
-        handlers: Vec::new(),
-        table: 0,
-    })
+fn guest_program(route: IrqRoute) -> Program {
+    let (_, addrs) = assemble(
+        &Addrs {
+            handlers: Vec::new(),
+            table: 0,
+        },
+        route,
+    )
     .unwrap();
-    let (prog, again) = assemble(&addrs).unwrap();
+    let (prog, again) = assemble(&addrs, route).unwrap();
     assert_eq!(
         again.handlers, addrs.handlers,
         "the layout changed between passes"
@@ -981,6 +1019,19 @@ fn read_u32(vm: &QxlVm<spice_server::DisplayHandle>, gpa: u32) -> u32 {
 
 #[test]
 fn kvm_guest_drives_qxl_to_spice_client() {
+    drive_qxl(IrqRoute::Pic);
+}
+
+/// The same session with the QXL INTx on IOAPIC pin 16, level-triggered, as
+/// Linux under `qxl-vmm boot` takes it: each end of interrupt goes through
+/// the local APIC, and KVM's resample fd re-raises the line while the
+/// device still has `int_pending & int_mask` bits.
+#[test]
+fn kvm_guest_drives_qxl_through_the_ioapic() {
+    drive_qxl(IrqRoute::Ioapic);
+}
+
+fn drive_qxl(route: IrqRoute) {
     if let Err(reason) = kvm::probe_kvm() {
         skip!("SKIP: {reason}");
         return;
@@ -1019,6 +1070,7 @@ fn kvm_guest_drives_qxl_to_spice_client() {
         guest_ram_size: u64::from(SCRIPT_BASE) + script_len + (1 << 20),
         status_port: STATUS_PORT,
         fail_port: FAIL_PORT,
+        qxl_gsi: route.gsi(),
         ..VmConfig::default()
     };
     let mut vm = match QxlVm::new(vm_config, device_config(W, H), display.clone()) {
@@ -1034,7 +1086,7 @@ fn kvm_guest_drives_qxl_to_spice_client() {
     let mut events = EventThread::spawn(handler).unwrap();
 
     // 3. Load the guest: program, script, id table.
-    let prog = guest_program();
+    let prog = guest_program(route);
     if let Some(path) = std::env::var_os("KVM_GUEST_DUMP") {
         // `objdump -D -b binary -mi386 --adjust-vma=0x100000 <path>`
         std::fs::write(path, &prog.code).unwrap();
@@ -1069,7 +1121,7 @@ fn kvm_guest_drives_qxl_to_spice_client() {
             vm.bars().layout(),
         ),
     };
-    println!("run: {report:?}\nevent handler: {stats:?}");
+    println!("{route:?} run: {report:?}\nevent handler: {stats:?}");
     events.stop();
 
     // The guest ran its script to the end and parked on its final `hlt`.
@@ -1108,6 +1160,14 @@ fn kvm_guest_drives_qxl_to_spice_client() {
     );
     assert_eq!(got, counts.to_vec(), "per-bit interrupt counts");
     assert_eq!(u64::from(var(V_HANDLED)), irq.handled);
+    // Every end of interrupt of the level-triggered line came back to the
+    // device as a resample (PIC: the ELCR level line; IOAPIC: Remote IRR).
+    let resamples = stats.resamples.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        resamples >= irq.handled,
+        "{resamples} resamples for {} handled interrupts",
+        irq.handled
+    );
     assert_eq!(irq.error, 0);
     assert!(irq.io_cmd >= 3 && irq.display >= 1);
 

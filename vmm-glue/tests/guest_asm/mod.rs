@@ -4,6 +4,9 @@
 //! paging (`QxlVm::set_entry`); these let the guest own its descriptor
 //! tables and take interrupts.
 
+// Each test file uses a subset.
+#![allow(dead_code)]
+
 use iced_x86::code_asm::*;
 
 /// Installs a flat GDT (null, code 0x08, data 0x10, each base 0 and limit
@@ -27,8 +30,10 @@ pub fn flat_gdt(a: &mut CodeAssembler, gdt: u32, gdtr: u32) -> Result<(), IcedEr
 }
 
 /// Programs the 8259 pair: master vectors from 0x20, slave from 0x28,
-/// cascade on IRQ 2, 8086 mode, and only IRQ `irq` (0..8) unmasked.
+/// cascade on IRQ 2, 8086 mode, and only IRQ `irq` (0..8) unmasked (none
+/// when `irq` is 8 or more).
 pub fn pic_init(a: &mut CodeAssembler, irq: u32) -> Result<(), IcedError> {
+    let mask = if irq < 8 { 0xff & !(1u32 << irq) } else { 0xff };
     for (port, val) in [
         (0x20u32, 0x11u32),
         (0xa0, 0x11),
@@ -38,7 +43,7 @@ pub fn pic_init(a: &mut CodeAssembler, irq: u32) -> Result<(), IcedError> {
         (0xa1, 0x02),
         (0x21, 0x01),
         (0xa1, 0x01),
-        (0x21, 0xff & !(1 << irq)),
+        (0x21, mask),
         (0xa1, 0xff),
     ] {
         a.mov(al, val)?;
@@ -56,4 +61,38 @@ pub fn interrupt_return(a: &mut CodeAssembler) -> Result<(), IcedError> {
     a.push(dword_ptr(esp + 8))?;
     a.popfd()?;
     a.ret_1(8)
+}
+
+/// The IOAPIC's register select and data window.
+pub const IOAPIC_BASE: u32 = 0xfec0_0000;
+/// The local APIC.
+pub const LAPIC_BASE: u32 = 0xfee0_0000;
+
+/// Enables the local APIC (spurious vector `spurious`, task priority 0) and
+/// routes IOAPIC pin `pin` to `vector` on APIC 0: fixed delivery, physical
+/// destination, active high, level-triggered when `level`, unmasked. The
+/// handler must end with [`lapic_eoi`].
+pub fn ioapic_route(
+    a: &mut CodeAssembler,
+    pin: u32,
+    vector: u32,
+    level: bool,
+    spurious: u32,
+) -> Result<(), IcedError> {
+    a.mov(dword_ptr(LAPIC_BASE + 0x80), 0u32)?; // TPR
+    a.mov(dword_ptr(LAPIC_BASE + 0xf0), 0x100 | spurious)?; // SVR: enable
+    a.mov(dword_ptr(IOAPIC_BASE), 0x11 + 2 * pin)?; // redirection entry, high
+    a.mov(dword_ptr(IOAPIC_BASE + 0x10), 0u32)?; // destination APIC 0
+    a.mov(dword_ptr(IOAPIC_BASE), 0x10 + 2 * pin)?; // low: vector, flags
+    a.mov(
+        dword_ptr(IOAPIC_BASE + 0x10),
+        vector | if level { 1 << 15 } else { 0 },
+    )?;
+    Ok(())
+}
+
+/// Signals end of interrupt to the local APIC (for a level-triggered IOAPIC
+/// pin, KVM then clears Remote IRR and fires the irqfd's resample fd).
+pub fn lapic_eoi(a: &mut CodeAssembler) -> Result<(), IcedError> {
+    a.mov(dword_ptr(LAPIC_BASE + 0xb0), 0u32)
 }
