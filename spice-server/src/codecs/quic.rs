@@ -582,14 +582,17 @@ type Px<const N: usize> = [u8; N];
 struct Coder<const N: usize> {
     fam: &'static Family,
     mask: u32,
-    /// `mask` as a byte.
-    mask8: u8,
     state: State,
     models: [Model; N],
     /// Per channel, the folded residuals of the current row shifted by one:
     /// `corr[c][0]` is the context of the first pixel (the previous row's first
     /// residual); run pixels leave their entries as they were.
     corr: [Vec<u8>; N],
+    /// The encoder's `corr`: all channels packed in one `u32` (channel `c` in
+    /// byte `c`).
+    pcorr: Vec<u32>,
+    /// Pixels of the row being encoded that runs covered.
+    run_pixels: usize,
 }
 
 impl<const N: usize> Coder<N> {
@@ -598,10 +601,11 @@ impl<const N: usize> Coder<N> {
         Self {
             fam,
             mask: low_mask(bpc),
-            mask8: u8::try_from(low_mask(bpc)).unwrap_or(0xff),
             state: State::new(),
             models: std::array::from_fn(|_| Model::new(fam)),
             corr: std::array::from_fn(|_| vec![0; width + 1]),
+            pcorr: vec![0; width + 1],
+            run_pixels: 0,
         }
     }
 
@@ -652,11 +656,14 @@ impl<const N: usize> Coder<N> {
     // ----- encoder -----
     //
     // The encoder works on packed pixels (`u32`, channel `c` in byte `c`) and on
-    // per-row flags `eq[i] = (row[i] == row[i - 1])` for the run test. A
-    // segment runs with the bit writer and the coding contexts in locals: the
-    // context of a pixel is the previous pixel's folded residual, kept in
-    // registers; the residual row is only written (and read back after runs,
-    // whose pixels leave it untouched, as in the reference).
+    // per-row flags `eq[i] = (row[i] == row[i - 1])` for the run test. Before a
+    // row is coded, the folded prediction residuals of all its pixels are
+    // computed at once, four channels per `u32` (`residuals`, no table, no
+    // branch); the coding loop then only looks up code numbers and codewords.
+    // A segment runs with the bit writer and the coding contexts in locals: the
+    // context of a pixel is the previous pixel's folded residual, kept in a
+    // register; the packed residual row `pcorr` is only written (and read back
+    // after runs, whose pixels leave it untouched, as in the reference).
 
     /// Per-byte `floor((a + b) / 2)` of packed pixels.
     #[inline(always)]
@@ -664,50 +671,108 @@ impl<const N: usize> Coder<N> {
         (a & b) + (((a ^ b) & 0xfefe_fefe) >> 1)
     }
 
+    /// Per-byte `a - b` (mod 256) of packed pixels.
+    #[inline(always)]
+    const fn sub(a: u32, b: u32) -> u32 {
+        const H: u32 = 0x8080_8080;
+        ((a | H).wrapping_sub(b & !H)) ^ ((a ^ !b) & H)
+    }
+
+    /// Per-byte folding of residuals (0, -1, 1, -2, ... ↦ 0, 1, 2, 3, ...)
+    /// modulo 2^bpc, for `bpc` 8 or 5.
+    #[inline(always)]
+    const fn fold<const BPC: u32>(r: u32) -> u32 {
+        if BPC == 8 {
+            let neg = (r >> 7) & 0x0101_0101;
+            ((r << 1) & 0xfefe_fefe) ^ ((neg << 8) - neg)
+        } else {
+            let r = r & 0x1f1f_1f1f;
+            let neg = (r >> 4) & 0x0101_0101;
+            ((r << 1) & 0x1e1e_1e1e) ^ ((neg << 5) - neg)
+        }
+    }
+
+    /// Folded residuals of a row (`prev`: the row above, `None` for the first
+    /// row): the left neighbour predicts on the first row, the one above
+    /// predicts the first pixel, `(left + above) / 2` the others.
+    fn residuals<const BPC: u32>(cur: &[u32], prev: Option<&[u32]>, res: &mut Vec<u32>) {
+        res.clear();
+        res.resize(cur.len(), 0);
+        let (Some(first), Some(&x0)) = (res.first_mut(), cur.first()) else {
+            return;
+        };
+        let rest = cur.iter().skip(1).zip(cur);
+        match prev {
+            None => {
+                *first = Self::fold::<BPC>(x0);
+                for (r, (&x, &left)) in res[1..].iter_mut().zip(rest) {
+                    *r = Self::fold::<BPC>(Self::sub(x, left));
+                }
+            }
+            Some(prev) => {
+                *first = Self::fold::<BPC>(Self::sub(x0, prev.first().copied().unwrap_or(0)));
+                for ((r, (&x, &left)), &above) in res[1..].iter_mut().zip(rest).zip(&prev[1..]) {
+                    *r = Self::fold::<BPC>(Self::sub(x, Self::avg(left, above)));
+                }
+            }
+        }
+    }
+
     fn encode_row(
         &mut self,
         w: &mut BitWriter,
-        prev: Option<(&[u32], &[u8])>,
+        prev: Option<&[u32]>,
         cur: &[u32],
-        cur_eq: &[u8],
+        res: &mut Vec<u32>,
     ) {
-        self.start_row(prev.is_none());
+        // The residual pass pays off when most pixels are coded, not when
+        // runs cover most of the row (judged by the previous row).
+        let pass = self.run_pixels * 4 < cur.len() * 3;
+        self.run_pixels = 0;
+        if pass {
+            if self.fam.bpc == 5 {
+                Self::residuals::<5>(cur, prev, res);
+            } else {
+                Self::residuals::<8>(cur, prev, res);
+            }
+        }
+        let first_row = prev.is_none();
+        if let [c0, c1, ..] = &mut self.pcorr[..] {
+            *c0 = if first_row { 0 } else { *c1 };
+        }
         w.reserve(cur.len() * (4 * N + 1) + 64);
+        let res = &res[..];
         let Ok(()) =
             self.for_segments::<std::convert::Infallible>(cur.len(), |s, start, end, waitmask| {
-                w.with_bits(|bits| s.encode_seg(bits, prev, cur, cur_eq, start, end, waitmask));
+                w.with_bits(|bits| {
+                    if pass {
+                        s.encode_seg::<true>(bits, prev, cur, res, start, end, waitmask);
+                    } else {
+                        s.encode_seg::<false>(bits, prev, cur, res, start, end, waitmask);
+                    }
+                });
                 Ok(())
             });
     }
 
-    /// Codes pixel `i` of value `x` with prediction `pred`; `ctx` holds the
-    /// contexts (previous residuals) and becomes this pixel's residuals, `last`
-    /// receives the contexts used.
+    /// Byte of a packed pixel (see [`split_row`]) holding channel `c`.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn code_px(
-        fam: &Family,
-        mask8: u8,
-        corr: &mut [&mut [u8]; N],
-        ctx: &mut [u8; N],
-        last: &mut [u8; N],
-        models: &[Model; N],
-        i: usize,
-        x: u32,
-        pred: u32,
-        bits: &mut Bits<'_>,
-    ) {
-        let (xb, pb) = (x.to_le_bytes(), pred.to_le_bytes());
+    const fn byte_of(c: usize) -> usize {
+        if N == 3 { 2 - c } else { c }
+    }
+
+    /// Codes the folded residuals `v` (packed) of one pixel with the contexts
+    /// `ctx` (packed, the previous residuals).
+    #[inline(always)]
+    fn code_px(fam: &Family, models: &[Model; N], ctx: u32, v: u32, bits: &mut Bits<'_>) {
+        let (vb, cb) = (v.to_le_bytes(), ctx.to_le_bytes());
         let mut cls = [0u32; N];
         let mut code = 0u64;
         let mut len = 0u32;
         for c in 0..N {
-            let v = fam.fold[usize::from(xb[c].wrapping_sub(pb[c]) & mask8)];
-            let l = models[c].code_for(ctx[c]);
-            corr[c][i + 1] = v;
-            last[c] = ctx[c];
-            ctx[c] = v;
-            let cl = fam.code[usize::from(v)][l];
+            let b = Self::byte_of(c);
+            let l = models[c].code_for(cb[b]);
+            let cl = fam.code[usize::from(vb[b])][l];
             cls[c] = cl;
             code = (code << (cl & 31)) | u64::from(cl >> 5);
             len += cl & 31;
@@ -723,66 +788,66 @@ impl<const N: usize> Coder<N> {
 
     /// Model update with the contexts and residuals of the last coded pixel.
     #[inline(always)]
-    fn update_ctx(
-        fam: &Family,
-        models: &mut [Model; N],
-        state: &State,
-        last: &[u8; N],
-        ctx: &[u8; N],
-    ) {
-        for c in 0..N {
-            models[c].update(fam, last[c], ctx[c], state.wm_trigger);
+    fn update_ctx(fam: &Family, models: &mut [Model; N], state: &State, last: u32, ctx: u32) {
+        let (lb, cb) = (last.to_le_bytes(), ctx.to_le_bytes());
+        for (c, m) in models.iter_mut().enumerate() {
+            let b = Self::byte_of(c);
+            m.update(fam, lb[b], cb[b], state.wm_trigger);
         }
     }
 
-    /// Encodes pixels `i..end` of a row (`prev`: the row above and its flags,
-    /// `None` for the first row).
+    /// Encodes pixels `i..end` of a row `cur` whose folded residuals are `res`
+    /// (`prev`: the row above, `None` for the first row).
     #[allow(clippy::too_many_arguments)]
-    fn encode_seg(
+    fn encode_seg<const PASS: bool>(
         &mut self,
         bits: &mut Bits<'_>,
-        prev: Option<(&[u32], &[u8])>,
+        prev: Option<&[u32]>,
         cur: &[u32],
-        cur_eq: &[u8],
+        res: &[u32],
         mut i: usize,
         end: usize,
         waitmask: usize,
     ) {
         let fam = self.fam;
-        let mask8 = self.mask8;
         let Self {
             state,
             models,
-            corr,
+            pcorr,
+            run_pixels,
             ..
         } = self;
+        let res = &res[..if PASS { end } else { 0 }];
+        let bpc5 = fam.bpc == 5;
+        // Folded residuals of pixel `k` predicted by `pred`: from the row's
+        // residual pass, or computed here.
+        let residual = |k: usize, pred: u32| -> u32 {
+            if PASS {
+                res[k]
+            } else if bpc5 {
+                Self::fold::<5>(Self::sub(cur[k], pred))
+            } else {
+                Self::fold::<8>(Self::sub(cur[k], pred))
+            }
+        };
         let cur = &cur[..end];
-        let cur_eq = &cur_eq[..end];
-        let mut corr: [&mut [u8]; N] = corr.each_mut().map(|v| &mut v[..=end]);
+        let pcorr = &mut pcorr[..=end];
         // Context of pixel i, and the context used for the last coded pixel.
-        let mut ctx: [u8; N] = std::array::from_fn(|c| corr[c][i]);
+        let mut ctx = pcorr[i];
         let mut last_ctx = ctx;
 
         let mut stop;
         if i == 0 {
-            let pred = prev.map_or(0, |(p, _)| p[0]);
-            Self::code_px(
-                fam,
-                mask8,
-                &mut corr,
-                &mut ctx,
-                &mut last_ctx,
-                models,
-                0,
-                cur[0],
-                pred,
-                bits,
-            );
+            let v = residual(0, prev.map_or(0, |p| p[0]));
+            pcorr[1] = v;
+            Self::code_px(fam, models, ctx, v, bits);
+            last_ctx = ctx;
+            ctx = v;
             if state.waitcnt > 0 {
                 state.waitcnt -= 1;
             } else {
                 state.waitcnt = state.tabrand() & waitmask;
-                Self::update_ctx(fam, models, state, &last_ctx, &ctx);
+                Self::update_ctx(fam, models, state, last_ctx, ctx);
             }
             stop = 1 + state.waitcnt;
             i = 1;
@@ -790,46 +855,30 @@ impl<const N: usize> Coder<N> {
             stop = i + state.waitcnt;
         }
 
-        let Some((prev, prev_eq)) = prev else {
-            // First row: left prediction, no runs.
+        let Some(prev) = prev else {
+            // First row: no runs.
             while stop < end {
-                while i <= stop {
-                    Self::code_px(
-                        fam,
-                        mask8,
-                        &mut corr,
-                        &mut ctx,
-                        &mut last_ctx,
-                        models,
-                        i,
-                        cur[i],
-                        cur[i - 1],
-                        bits,
-                    );
-                    i += 1;
+                for k in i..=stop {
+                    let v = residual(k, cur[k - 1]);
+                    pcorr[k + 1] = v;
+                    Self::code_px(fam, models, ctx, v, bits);
+                    last_ctx = ctx;
+                    ctx = v;
                 }
-                Self::update_ctx(fam, models, state, &last_ctx, &ctx);
+                i = stop + 1;
+                Self::update_ctx(fam, models, state, last_ctx, ctx);
                 stop = i + (state.tabrand() & waitmask);
             }
-            while i < end {
-                Self::code_px(
-                    fam,
-                    mask8,
-                    &mut corr,
-                    &mut ctx,
-                    &mut last_ctx,
-                    models,
-                    i,
-                    cur[i],
-                    cur[i - 1],
-                    bits,
-                );
-                i += 1;
+            for k in i..end {
+                let v = residual(k, cur[k - 1]);
+                pcorr[k + 1] = v;
+                Self::code_px(fam, models, ctx, v, bits);
+                ctx = v;
             }
             state.waitcnt = stop - end;
             return;
         };
-        let (prev, prev_eq) = (&prev[..end], &prev_eq[..end]);
+        let prev = &prev[..end];
         let mut run_index = 0usize;
         loop {
             // The run test: the two pixels above are equal and so are the two on
@@ -838,46 +887,34 @@ impl<const N: usize> Coder<N> {
             'coding: {
                 while stop < end {
                     while i <= stop {
-                        if prev_eq[i] & cur_eq[i - 1] != 0 && run_index != i && i > 2 {
+                        if i > 2
+                            && prev[i - 1] == prev[i]
+                            && cur[i - 2] == cur[i - 1]
+                            && run_index != i
+                        {
                             run = true;
                             break 'coding;
                         }
-                        let pred = Self::avg(cur[i - 1], prev[i]);
-                        Self::code_px(
-                            fam,
-                            mask8,
-                            &mut corr,
-                            &mut ctx,
-                            &mut last_ctx,
-                            models,
-                            i,
-                            cur[i],
-                            pred,
-                            bits,
-                        );
+                        let v = residual(i, Self::avg(cur[i - 1], prev[i]));
+                        pcorr[i + 1] = v;
+                        Self::code_px(fam, models, ctx, v, bits);
+                        last_ctx = ctx;
+                        ctx = v;
                         i += 1;
                     }
-                    Self::update_ctx(fam, models, state, &last_ctx, &ctx);
+                    Self::update_ctx(fam, models, state, last_ctx, ctx);
                     stop = i + (state.tabrand() & waitmask);
                 }
                 while i < end {
-                    if prev_eq[i] & cur_eq[i - 1] != 0 && run_index != i && i > 2 {
+                    if i > 2 && prev[i - 1] == prev[i] && cur[i - 2] == cur[i - 1] && run_index != i
+                    {
                         run = true;
                         break 'coding;
                     }
-                    let pred = Self::avg(cur[i - 1], prev[i]);
-                    Self::code_px(
-                        fam,
-                        mask8,
-                        &mut corr,
-                        &mut ctx,
-                        &mut last_ctx,
-                        models,
-                        i,
-                        cur[i],
-                        pred,
-                        bits,
-                    );
+                    let v = residual(i, Self::avg(cur[i - 1], prev[i]));
+                    pcorr[i + 1] = v;
+                    Self::code_px(fam, models, ctx, v, bits);
+                    ctx = v;
                     i += 1;
                 }
             }
@@ -887,8 +924,9 @@ impl<const N: usize> Coder<N> {
             }
             run_index = i;
             state.waitcnt = stop - i;
-            let len = run_length(&cur_eq[i..]);
+            let len = run_length(&cur[i..], cur[i - 1]);
             i += len;
+            *run_pixels += len;
             // MELCODE the run length.
             let mut rest = len as u64;
             let mut hits = 0u64;
@@ -904,7 +942,7 @@ impl<const N: usize> Coder<N> {
                 return;
             }
             // The run's pixels left their residuals untouched.
-            ctx = std::array::from_fn(|c| corr[c][i]);
+            ctx = pcorr[i];
             stop = i + state.waitcnt;
         }
     }
@@ -1113,10 +1151,11 @@ impl<const N: usize> Coder<N> {
     }
 }
 
-/// One row as packed pixels in coding order (channel `c` in byte `c`: R, G, B;
-/// or the alpha or gray byte alone), and the flags
-/// `eq[i] = (row[i] == row[i - 1])`.
-fn split_row(ty: QuicImageType, alpha: bool, row: &[u8], out: &mut Vec<u32>, eq: &mut Vec<u8>) {
+/// One row as packed pixels in memory order, unused bits clear: B in byte
+/// 0, G in byte 1, R in byte 2 for the RGB types (5-bit fields for RGB16);
+/// the alpha or gray byte alone in byte 0. Coding order is R, G, B: channel
+/// `c` of a three-channel coder is byte `2 - c` ([`Coder::byte_of`]).
+fn split_row(ty: QuicImageType, alpha: bool, row: &[u8], out: &mut Vec<u32>) {
     let bpp = match ty {
         QuicImageType::Gray => 1,
         QuicImageType::Rgb16 => 2,
@@ -1128,7 +1167,7 @@ fn split_row(ty: QuicImageType, alpha: bool, row: &[u8], out: &mut Vec<u32>, eq:
     match (ty, alpha) {
         (QuicImageType::Rgba, true) => {
             for (o, c) in out.iter_mut().zip(row.as_chunks::<4>().0) {
-                *o = u32::from(c[3]);
+                *o = u32::from_le_bytes(*c) >> 24;
             }
         }
         (QuicImageType::Gray, _) => {
@@ -1139,67 +1178,56 @@ fn split_row(ty: QuicImageType, alpha: bool, row: &[u8], out: &mut Vec<u32>, eq:
         (QuicImageType::Rgb16, _) => {
             for (o, c) in out.iter_mut().zip(row.as_chunks::<2>().0) {
                 let p = u32::from(u16::from_le_bytes(*c));
-                *o = ((p >> 10) & 31) | (((p >> 5) & 31) << 8) | ((p & 31) << 16);
+                *o = (p & 31) | (((p >> 5) & 31) << 8) | (((p >> 10) & 31) << 16);
             }
         }
         (QuicImageType::Rgb24, _) => {
             for (o, c) in out.iter_mut().zip(row.as_chunks::<3>().0) {
-                *o = u32::from_le_bytes([c[0], c[1], c[2], 0]).swap_bytes() >> 8;
+                *o = u32::from_le_bytes([c[0], c[1], c[2], 0]);
             }
         }
         (QuicImageType::Rgb32 | QuicImageType::Rgba, _) => {
             for (o, c) in out.iter_mut().zip(row.as_chunks::<4>().0) {
-                *o = u32::from_le_bytes(*c).swap_bytes() >> 8;
+                *o = u32::from_le_bytes(*c) & 0x00ff_ffff;
             }
         }
     }
-    eq.resize(n, 0);
-    if let Some(first) = eq.first_mut() {
-        *first = 0;
-    }
-    for (e, w) in eq.iter_mut().skip(1).zip(out.windows(2)) {
-        *e = u8::from(w[0] == w[1]);
-    }
 }
 
-/// Number of leading non-zero flags (flags are 0 or 1), eight at a time.
-fn run_length(eq: &[u8]) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    let mut chunks = eq.chunks_exact(8);
+/// Number of leading entries of `row` equal to `v`, sixteen at a time.
+fn run_length(row: &[u32], v: u32) -> usize {
+    let (chunks, tail) = row.as_chunks::<16>();
     let mut n = 0;
-    for c in &mut chunks {
-        let v = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        if v != ONES {
-            return n + (!v & ONES).trailing_zeros() as usize / 8;
+    for c in chunks {
+        if c.iter().fold(0, |acc, &x| acc | (x ^ v)) != 0 {
+            return n + c.iter().take_while(|&&x| x == v).count();
         }
-        n += 8;
+        n += 16;
     }
-    n + chunks.remainder().iter().take_while(|e| **e != 0).count()
+    n + tail.iter().take_while(|&&x| x == v).count()
 }
 
 /// Row buffers of one coder: previous and current packed rows and their flags.
 struct RowBufs {
     prev: Vec<u32>,
-    prev_eq: Vec<u8>,
     cur: Vec<u32>,
-    cur_eq: Vec<u8>,
+    /// Folded residuals of the current row.
+    res: Vec<u32>,
 }
 
 impl RowBufs {
     fn new(width: usize) -> Self {
         Self {
             prev: Vec::with_capacity(width),
-            prev_eq: Vec::with_capacity(width),
             cur: Vec::with_capacity(width),
-            cur_eq: Vec::with_capacity(width),
+            res: Vec::with_capacity(width),
         }
     }
 
     fn encode<const N: usize>(&mut self, coder: &mut Coder<N>, w: &mut BitWriter, first: bool) {
-        let prev = (!first).then_some((&self.prev[..], &self.prev_eq[..]));
-        coder.encode_row(w, prev, &self.cur, &self.cur_eq);
+        let prev = (!first).then_some(&self.prev[..]);
+        coder.encode_row(w, prev, &self.cur, &mut self.res);
         std::mem::swap(&mut self.prev, &mut self.cur);
-        std::mem::swap(&mut self.prev_eq, &mut self.cur_eq);
     }
 }
 
@@ -1237,7 +1265,7 @@ pub fn encode(img: &ImageRef<'_>) -> Result<Vec<u8>, CodecError> {
         QuicImageType::Gray => {
             let mut coder = Coder::<1>::new(8, width);
             for k in 0..height {
-                split_row(ty, false, row(k), &mut rgb.cur, &mut rgb.cur_eq);
+                split_row(ty, false, row(k), &mut rgb.cur);
                 rgb.encode(&mut coder, &mut w, k == 0);
             }
         }
@@ -1251,10 +1279,10 @@ pub fn encode(img: &ImageRef<'_>) -> Result<Vec<u8>, CodecError> {
                 .then(|| (Coder::<1>::new(8, width), RowBufs::new(width)));
             for k in 0..height {
                 let src = row(k);
-                split_row(ty, false, src, &mut rgb.cur, &mut rgb.cur_eq);
+                split_row(ty, false, src, &mut rgb.cur);
                 rgb.encode(&mut coder, &mut w, k == 0);
                 if let Some((ac, abufs)) = alpha.as_mut() {
-                    split_row(ty, true, src, &mut abufs.cur, &mut abufs.cur_eq);
+                    split_row(ty, true, src, &mut abufs.cur);
                     abufs.encode(ac, &mut w, k == 0);
                 }
             }
