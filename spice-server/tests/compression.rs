@@ -583,9 +583,10 @@ fn large_lz_images_in_bands_decode_exactly_in_spice_gtk() {
     }
 }
 
-/// A large photo-like JPEG (1024×768, ≥ 256 Ki pixels) is encoded in bands
-/// on several threads joined by restart markers (`jpeg::encode_parallel`):
-/// spice-gtk's libjpeg decodes it within 35 dB PSNR of the canvas.
+/// Large photo-like JPEG and JPEG_ALPHA images (1024×768, ≥ 256 Ki pixels)
+/// are encoded in bands on several threads joined by restart markers
+/// (`jpeg::encode_parallel`): spice-gtk's libjpeg decodes them within 35 dB
+/// PSNR of the canvas.
 #[test]
 fn large_jpeg_images_in_bands_are_close_in_spice_gtk() {
     let mut h = start(ServerConfig {
@@ -599,25 +600,36 @@ fn large_jpeg_images_in_bands_are_close_in_spice_gtk() {
     let mut p = Probe::start(h.port(), None, "display");
     p.wait_seen("MARK", T);
     converge(&mut p, &h, "initial 1024x768 frame");
-    let before = h.display.images_sent(JPEG).0;
-    draw_at(&mut h, 0, 0, image(&FORMATS[7], 1024, 768, true, 2001));
-    h.display.sync().expect("worker");
-    let deadline = Instant::now() + T;
-    while h.display.images_sent(JPEG).0 == before {
-        assert!(Instant::now() < deadline, "no JPEG image");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let (_, _, want) = h.display.screenshot(0).expect("primary");
-    let deadline = Instant::now() + T;
-    loop {
-        let got = p.dump();
-        let db = spice_server::codecs::jpeg::psnr(&got, &want);
-        if db >= 35.0 {
-            eprintln!("1024x768 JPEG: PSNR {db:.1} dB");
-            break;
+    for (fi, ty) in [(7usize, JPEG), (8, JPEG_ALPHA)] {
+        let f = &FORMATS[fi];
+        let before = h.display.images_sent(ty).0;
+        draw_at(&mut h, 0, 0, image(f, 1024, 768, true, 2001 + fi as u32));
+        h.display.sync().expect("worker");
+        let deadline = Instant::now() + T;
+        while h.display.images_sent(ty).0 == before {
+            assert!(
+                Instant::now() < deadline,
+                "{}: no image of type {ty}",
+                f.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
-        assert!(Instant::now() < deadline, "1024x768 JPEG: PSNR {db:.1} dB");
-        std::thread::sleep(Duration::from_millis(50));
+        let (_, _, want) = h.display.screenshot(0).expect("primary");
+        let deadline = Instant::now() + T;
+        loop {
+            let got = p.dump();
+            let db = spice_server::codecs::jpeg::psnr(&got, &want);
+            if db >= 35.0 {
+                eprintln!("1024x768 {} as type {ty}: PSNR {db:.1} dB", f.name);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "1024x768 {}: PSNR {db:.1} dB",
+                f.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 

@@ -1047,7 +1047,7 @@ impl ClientImages {
             codec = Codec::Lz;
         }
         if codec == Codec::Jpeg && r.format == PixelFormat::Rgba {
-            match jpeg::encode_alpha(&r, jpeg::DEFAULT_QUALITY) {
+            match jpeg::encode_alpha_parallel(&r, jpeg::DEFAULT_QUALITY, encode_threads()) {
                 Ok(ja) => {
                     w.u64(cid)
                         .u8(IMAGE_TYPE_JPEG_ALPHA)

@@ -278,13 +278,26 @@ pub fn encode_parallel(
 /// [`CodecError::UnsupportedFormat`] unless `img` is RGBA, otherwise as
 /// [`encode`] and [`lz::encode_alpha`].
 pub fn encode_alpha(img: &ImageRef<'_>, quality: u8) -> Result<JpegAlpha, CodecError> {
+    encode_alpha_parallel(img, quality, 1)
+}
+
+/// [`encode_alpha`] with the colour encoded by [`encode_parallel`] on up to
+/// `threads` threads.
+///
+/// # Errors
+/// As [`encode_alpha`].
+pub fn encode_alpha_parallel(
+    img: &ImageRef<'_>,
+    quality: u8,
+    threads: usize,
+) -> Result<JpegAlpha, CodecError> {
     if img.format != PixelFormat::Rgba {
         return Err(CodecError::UnsupportedFormat {
             codec: "JPEG_ALPHA",
             format: img.format,
         });
     }
-    let mut data = encode(img, quality)?;
+    let mut data = encode_parallel(img, quality, threads)?;
     let jpeg_size = u32::try_from(data.len()).map_err(|_| CodecError::TooLarge {
         bytes: u64::MAX,
         limit: 0,
@@ -478,6 +491,16 @@ mod tests {
                 assert!(psnr(&dec.pixels, &whole.pixels) > 40.0, "{w}x{h} {threads}");
             }
         }
+        // JPEG_ALPHA: the colour in bands, the alpha as before.
+        let px = pattern(640, 480, 4);
+        let img = ImageRef::new(&px, 640, 480, 2560, PixelFormat::Rgba, false).unwrap();
+        let one = encode_alpha(&img, DEFAULT_QUALITY).unwrap();
+        let par = encode_alpha_parallel(&img, DEFAULT_QUALITY, 3).unwrap();
+        let lim = DecodeLimits::default();
+        let a = decode_alpha(one.flags, one.jpeg_size, &one.data, &lim).unwrap();
+        let b = decode_alpha(par.flags, par.jpeg_size, &par.data, &lim).unwrap();
+        assert_ne!(one.data, par.data);
+        assert_eq!(a.pixels, b.pixels);
         // Below the threshold: one band.
         let px = pattern(300, 200, 4);
         let img = ImageRef::new(&px, 300, 200, 1200, PixelFormat::Rgb32, true).unwrap();
