@@ -962,7 +962,12 @@ pub fn start(opts: BootOptions) -> Result<Booted, BootError> {
     } else {
         Box::new(NoInput)
     };
-    let (server, display) = SpiceServer::start(opts.server.clone(), input)?;
+    // The virtio tablet is an absolute pointer: offer client mouse mode.
+    let server_config = ServerConfig {
+        absolute_pointer: opts.server.absolute_pointer || opts.virtio_input,
+        ..opts.server.clone()
+    };
+    let (server, display) = SpiceServer::start(server_config, input)?;
     let leds = server.keyboard_modifiers_handle();
     let stop = Arc::new(AtomicBool::new(false));
     let sink = display.clone();
