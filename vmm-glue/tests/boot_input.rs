@@ -5,6 +5,8 @@
 //! Linux guest:
 //!
 //! - the 16550 console (every line it prints is a console line here);
+//! - the QXL function on the PCI host bridge (its ids, and the ROM magic
+//!   through the BAR the VMM programmed);
 //! - the virtio-mmio windows the VMM announced on the command line: it finds
 //!   the `virtio_mmio.device=` words in the command line the PVH start info
 //!   points to, checks the keyboard window's registers, initialises it like
@@ -66,10 +68,11 @@ const S_NL: u32 = 0xc4; // "\n"
 const S_OFF: u32 = 0xd0; // "reboot: Power down\n"
 const S_TIMEOUT: u32 = 0x100; // "qxl-test: no events\n"
 const S_NEEDLE: u32 = 0x120; // "virtio_mmio.device=4K@0xd0000000:5" (no newline)
-const HEX: u32 = 0x160; // "0123456789abcdef"
+const S_QXL: u32 = 0x150; // "qxl-test: qxl "
+const HEX: u32 = 0x170; // "0123456789abcdef"
 
 fn data_segment() -> Vec<u8> {
-    let mut d = vec![0u8; 0x180];
+    let mut d = vec![0u8; 0x190];
     let mut put = |off: u32, s: &str| {
         let off = usize::try_from(off).unwrap();
         d[off..off + s.len()].copy_from_slice(s.as_bytes());
@@ -87,6 +90,7 @@ fn data_segment() -> Vec<u8> {
     put(S_OFF, "reboot: Power down\n");
     put(S_TIMEOUT, "qxl-test: no events\n");
     put(S_NEEDLE, "virtio_mmio.device=4K@0xd0000000:5");
+    put(S_QXL, "qxl-test: qxl ");
     put(HEX, "0123456789abcdef");
     d
 }
@@ -127,6 +131,29 @@ fn program() -> Vec<u8> {
             a.mov(esi, DATA + S_SP)?;
             a.call(puts)?;
         }
+        a.mov(esi, DATA + S_NL)?;
+        a.call(puts)?;
+
+        // The QXL function at 00:02.0 as the VMM's firmware left it: its
+        // ids through the host bridge, and the ROM magic through BAR2.
+        a.mov(esi, DATA + S_QXL)?;
+        a.call(puts)?;
+        a.mov(edx, 0xcf8u32)?;
+        a.mov(eax, 0x8000_1000u32)?;
+        a.out(dx, eax)?;
+        a.mov(edx, 0xcfcu32)?;
+        a.in_(eax, dx)?;
+        a.call(puthex)?;
+        a.mov(esi, DATA + S_SP)?;
+        a.call(puts)?;
+        a.mov(edx, 0xcf8u32)?;
+        a.mov(eax, 0x8000_1018u32)?;
+        a.out(dx, eax)?;
+        a.mov(edx, 0xcfcu32)?;
+        a.in_(eax, dx)?;
+        a.and(eax, 0xffff_fff0u32)?;
+        a.mov(eax, dword_ptr(eax))?;
+        a.call(puthex)?;
         a.mov(esi, DATA + S_NL)?;
         a.call(puts)?;
 
@@ -406,6 +433,9 @@ fn qxl_vmm_boot_carries_spice_keys_to_a_pvh_guest_through_virtio_mmio() {
         .iter()
         .find(|l| l.contains("qxl-test: window "))
         .unwrap();
+    // 1b36:0100 and the ROM's "QXRO".
+    let qxl = seen.iter().find(|l| l.contains("qxl-test: qxl ")).unwrap();
+    assert!(qxl.ends_with("01001b36 4f525851"), "QXL function: {qxl:?}");
     // "virt", version 2, device 18 (input).
     assert!(
         window.ends_with("74726976 00000002 00000012 "),
