@@ -935,8 +935,16 @@ impl<const N: usize> Coder<N> {
                 rest -= state.melc_order;
                 state.melc_up();
             }
-            bits.put_ones(hits);
-            bits.put(rest, state.melc_len + 1);
+            // `hits` one bits, then a zero and the rest: one write when short.
+            let tail = state.melc_len + 1;
+            if hits + u64::from(tail) <= 56 {
+                let ones = (1u64 << hits) - 1;
+                let h = u32::try_from(hits).unwrap_or(0);
+                bits.put((ones << tail) | rest, h + tail);
+            } else {
+                bits.put_ones(hits);
+                bits.put(rest, tail);
+            }
             state.melc_down();
             if i == end {
                 return;
@@ -1194,17 +1202,37 @@ fn split_row(ty: QuicImageType, alpha: bool, row: &[u8], out: &mut Vec<u32>) {
     }
 }
 
-/// Number of leading entries of `row` equal to `v`, sixteen at a time.
+/// Number of leading entries of `row` equal to `v`: the first few one by one
+/// (most runs are short), then eight at a time.
+#[inline(always)]
 fn run_length(row: &[u32], v: u32) -> usize {
-    let (chunks, tail) = row.as_chunks::<16>();
-    let mut n = 0;
-    for c in chunks {
-        if c.iter().fold(0, |acc, &x| acc | (x ^ v)) != 0 {
-            return n + c.iter().take_while(|&&x| x == v).count();
+    let head = row.len().min(4);
+    for (k, &x) in row[..head].iter().enumerate() {
+        if x != v {
+            return k;
         }
-        n += 16;
     }
-    n + tail.iter().take_while(|&&x| x == v).count()
+    head + long_run_length(&row[head..], v)
+}
+
+/// [`run_length`] past its first pixels.
+#[inline(never)]
+fn long_run_length(row: &[u32], v: u32) -> usize {
+    let (chunks, tail) = row.as_chunks::<8>();
+    for (k, c) in chunks.iter().enumerate() {
+        let d = (c[0] ^ v)
+            | (c[1] ^ v)
+            | (c[2] ^ v)
+            | (c[3] ^ v)
+            | (c[4] ^ v)
+            | (c[5] ^ v)
+            | (c[6] ^ v)
+            | (c[7] ^ v);
+        if d != 0 {
+            return k * 8 + c.iter().take_while(|&&x| x == v).count();
+        }
+    }
+    chunks.len() * 8 + tail.iter().take_while(|&&x| x == v).count()
 }
 
 /// Row buffers of one coder: previous and current packed rows and their flags.
@@ -1247,7 +1275,8 @@ pub fn encode(img: &ImageRef<'_>) -> Result<Vec<u8>, CodecError> {
         });
     }
     let (width, height) = (img.cols(), img.rows());
-    let mut w = BitWriter::new(img.row_bytes() * height / 2 + 64);
+    // Screen content compresses 5-20 times; the writer grows as needed.
+    let mut w = BitWriter::new(img.row_bytes() * height / 8 + 4096);
     w.reserve(64);
     for v in [QUIC_MAGIC, QUIC_VERSION, ty as u32, img.width, img.height] {
         w.put(v >> 16, 16);
