@@ -1202,17 +1202,22 @@ fn split_row(ty: QuicImageType, alpha: bool, row: &[u8], out: &mut Vec<u32>) {
     }
 }
 
-/// Number of leading entries of `row` equal to `v`: the first few one by one
-/// (most runs are short), then eight at a time.
+/// Number of leading entries of `row` equal to `v`. Most runs are short:
+/// the first eight pixels are compared without branches (a mispredicted
+/// loop exit costs more), longer runs go on eight at a time.
 #[inline(always)]
 fn run_length(row: &[u32], v: u32) -> usize {
-    let head = row.len().min(4);
-    for (k, &x) in row[..head].iter().enumerate() {
-        if x != v {
-            return k;
-        }
+    let Some(head) = row.first_chunk::<8>() else {
+        return row.iter().take_while(|&&x| x == v).count();
+    };
+    let mut equal = 0u32;
+    for (k, &x) in head.iter().enumerate() {
+        equal |= u32::from(x == v) << k;
     }
-    head + long_run_length(&row[head..], v)
+    if equal != 0xff {
+        return (!equal).trailing_zeros() as usize;
+    }
+    8 + long_run_length(&row[8..], v)
 }
 
 /// [`run_length`] past its first pixels.
