@@ -283,22 +283,34 @@ fn hash5(v: u64) -> usize {
 /// `limit`.
 #[inline(always)]
 fn common_len(d: &[u8], a: usize, b: usize, limit: usize) -> usize {
+    // Most matches are short: the first eight bytes straight away.
+    if a + 8 <= limit {
+        let diff = read_u64(d, a) ^ read_u64(d, b);
+        if diff != 0 {
+            return diff.trailing_zeros() as usize / 8;
+        }
+        8 + long_common_len(d, a + 8, b + 8, limit)
+    } else {
+        long_common_len(d, a, b, limit)
+    }
+}
+
+/// [`common_len`] past its first eight bytes: 32 bytes at a time, then 8,
+/// then the tail.
+#[inline(never)]
+fn long_common_len(d: &[u8], a: usize, b: usize, limit: usize) -> usize {
     let n = limit.saturating_sub(a);
     let (x, y) = (&d[a..a + n], &d[b..b + n]);
-    // Eight bytes at a time (the first eight outside the loop: most matches
-    // are short), then 32 at a time, then the tail.
-    let (Some(p), Some(q)) = (x.first_chunk::<8>(), y.first_chunk::<8>()) else {
-        return x.iter().zip(y).take_while(|(p, q)| p == q).count();
-    };
-    let diff = u64::from_le_bytes(*p) ^ u64::from_le_bytes(*q);
-    if diff != 0 {
-        return diff.trailing_zeros() as usize / 8;
-    }
-    let (xs, _) = x[8..].as_chunks::<32>();
-    let (ys, _) = y[8..].as_chunks::<32>();
-    let mut done = 8;
+    let (xs, _) = x.as_chunks::<32>();
+    let (ys, _) = y.as_chunks::<32>();
+    let mut done = 0;
     for (p, q) in xs.iter().zip(ys) {
-        if p != q {
+        let (p, q) = (p.as_chunks::<8>().0, q.as_chunks::<8>().0);
+        let diff = p
+            .iter()
+            .zip(q)
+            .fold(0, |acc, (a, b)| acc | (u64::from_le_bytes(*a) ^ u64::from_le_bytes(*b)));
+        if diff != 0 {
             break;
         }
         done += 32;
@@ -381,8 +393,9 @@ fn compress_block(
     let mut anchor = start;
     let first = out_vec.len();
     let mut op = first;
-    // Room for a quarter of the input; grown as needed before each sequence.
-    out_vec.resize(op + (end - start) / 4 + 64, 0);
+    // Room for a sixteenth of the input (screen content compresses well);
+    // grown as needed before each sequence.
+    out_vec.resize(op + (end - start) / 16 + 64, 0);
     let mut out: &mut [u8] = out_vec;
     if end - start > MFLIMIT {
         // Matches start before `ip_limit` and end by `match_limit`.
