@@ -53,30 +53,7 @@ fn bench_canvas(c: &mut Criterion) {
         },
     );
     let data: Vec<u8> = (0..bytes).map(|i| (i * 31 % 251) as u8).collect();
-    let copy = draw(
-        full,
-        DrawOp::Copy(CopyOp {
-            src: Box::new(Image {
-                id: 0,
-                flags: 0,
-                width: w,
-                height: h,
-                data: ImageData::Bitmap(Bitmap {
-                    format: BitmapFormat::Rgb32,
-                    flags: BITMAP_TOP_DOWN,
-                    width: w,
-                    height: h,
-                    stride: w * 4,
-                    palette: None,
-                    data,
-                }),
-            }),
-            src_area: full,
-            rop: Ropd(Ropd::OP_PUT),
-            scale_mode: ScaleMode::Nearest,
-            mask: None,
-        }),
-    );
+    let copy = draw(full, DrawOp::Copy(CopyOp::put(Image::rgb32(w, h, data))));
     let mut g = c.benchmark_group("canvas");
     g.throughput(Throughput::Bytes(bytes as u64));
     g.bench_function("fill_1920x1080", |b| {

@@ -22,10 +22,7 @@ use devices::qxl::decode::{Limits, decode_command};
 use devices::qxl::memslot::{MemSlot, MemSlots};
 use devices::qxl::mock::encode::{GuestHeap, encode_command};
 use qxl_benches::ratio_to_memcpy;
-use spice_server::command::{
-    BITMAP_TOP_DOWN, Bitmap, BitmapFormat, Brush, Clip, Command, CopyOp, DrawOp, Drawable, Image,
-    ImageData, Rect, Ropd, ScaleMode,
-};
+use spice_server::command::{Brush, Clip, Command, CopyOp, DrawOp, Drawable, Image, Rect, Ropd};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 const MEM: u64 = 64 << 20;
@@ -74,27 +71,7 @@ fn frame_copy(w: u32, h: u32) -> Command {
     drawable(
         r,
         Clip::Rects(vec![r]),
-        DrawOp::Copy(CopyOp {
-            src: Box::new(Image {
-                id: 0,
-                flags: 0,
-                width: w,
-                height: h,
-                data: ImageData::Bitmap(Bitmap {
-                    format: BitmapFormat::Rgb32,
-                    flags: BITMAP_TOP_DOWN,
-                    width: w,
-                    height: h,
-                    stride: w * 4,
-                    palette: None,
-                    data,
-                }),
-            }),
-            src_area: r,
-            rop: Ropd(Ropd::OP_PUT),
-            scale_mode: ScaleMode::Nearest,
-            mask: None,
-        }),
+        DrawOp::Copy(CopyOp::put(Image::rgb32(w, h, data))),
     )
 }
 

@@ -10,8 +10,8 @@ mod tests {
     use devices::qxl::mock::driver::{MockQxlDriver, MockRing, RecordingSink, SinkEvent};
     use devices::qxl::{Mode, QxlConfig};
     use spice_server::command::{
-        BITMAP_TOP_DOWN, Bitmap, BitmapFormat, Clip, Command, CopyOp, Cursor, CursorCmd,
-        CursorType, DrawOp, Drawable, Image, ImageData, Point16, Rect, Ropd, ScaleMode,
+        Clip, Command, CopyOp, Cursor, CursorCmd, CursorType, DrawOp, Drawable, Image, Point16,
+        Rect,
     };
     use vm_memory::{Bytes, GuestAddress};
 
@@ -33,27 +33,7 @@ mod tests {
             mm_time: 0,
             surfaces_dest: [-1; 3],
             surfaces_rects: [Rect::default(); 3],
-            op: DrawOp::Copy(CopyOp {
-                src: Box::new(Image {
-                    id: 0,
-                    flags: 0,
-                    width: w,
-                    height: h,
-                    data: ImageData::Bitmap(Bitmap {
-                        format: BitmapFormat::Rgb32,
-                        flags: BITMAP_TOP_DOWN,
-                        width: w,
-                        height: h,
-                        stride: w * 4,
-                        palette: None,
-                        data,
-                    }),
-                }),
-                src_area: Rect::new(0, 0, i32::try_from(w).unwrap(), i32::try_from(h).unwrap()),
-                rop: Ropd(Ropd::OP_PUT),
-                scale_mode: ScaleMode::Nearest,
-                mask: None,
-            }),
+            op: DrawOp::Copy(CopyOp::put(Image::rgb32(w, h, data))),
         })
     }
 

@@ -291,6 +291,47 @@ impl Bitmap {
     }
 }
 
+impl Image {
+    /// An uncompressed, uncached image of top-down 32-bit pixels
+    /// (`BitmapFormat::Rgb32`, rows `width * 4` bytes apart), owning `data`:
+    /// what Linux's `drm/qxl` sends for framebuffer damage. For host-made
+    /// images (scenes, tests); `data` should hold `width * 4 * height` bytes.
+    pub fn rgb32(width: u32, height: u32, data: Vec<u8>) -> Image {
+        Image {
+            id: 0,
+            flags: 0,
+            width,
+            height,
+            data: ImageData::Bitmap(Bitmap {
+                format: BitmapFormat::Rgb32,
+                flags: BITMAP_TOP_DOWN,
+                width,
+                height,
+                stride: width.saturating_mul(4),
+                palette: None,
+                data,
+            }),
+        }
+    }
+}
+
+impl CopyOp {
+    /// A plain copy (ROP PUT, nearest scaling, no mask) of the whole of `src`.
+    pub fn put(src: Image) -> CopyOp {
+        let (w, h) = (
+            i32::try_from(src.width).unwrap_or(i32::MAX),
+            i32::try_from(src.height).unwrap_or(i32::MAX),
+        );
+        CopyOp {
+            src: Box::new(src),
+            src_area: Rect::new(0, 0, w, h),
+            rop: Ropd(Ropd::OP_PUT),
+            scale_mode: ScaleMode::Nearest,
+            mask: None,
+        }
+    }
+}
+
 /// `QXL_IMAGE_CACHE`: the guest allows the server to cache this image by id.
 pub const IMAGE_FLAG_CACHE: u8 = 1;
 /// `QXL_IMAGE_HIGH_BITS_SET`: alpha/high bits of 32-bit pixels are meaningful.

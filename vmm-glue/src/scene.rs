@@ -26,8 +26,8 @@
 use std::path::Path;
 
 use spice_server::command::{
-    BITMAP_TOP_DOWN, Bitmap, BitmapFormat, Brush, Command, CopyOp, Cursor, CursorCmd, CursorType,
-    DrawOp, Drawable, Image, ImageData, Point, Point16, Rect, Ropd, ScaleMode,
+    Brush, Command, CopyOp, Cursor, CursorCmd, CursorType, DrawOp, Drawable, Image, Point, Point16,
+    Rect, Ropd,
 };
 
 use crate::error::{Error, Result};
@@ -147,27 +147,7 @@ fn copy_cmd(canvas: &Canvas, r: Rect) -> Option<Command> {
     );
     Some(draw(
         bbox,
-        DrawOp::Copy(CopyOp {
-            src: Box::new(Image {
-                id: 0,
-                flags: 0,
-                width: w,
-                height: h,
-                data: ImageData::Bitmap(Bitmap {
-                    format: BitmapFormat::Rgb32,
-                    flags: BITMAP_TOP_DOWN,
-                    width: w,
-                    height: h,
-                    stride: w * 4,
-                    palette: None,
-                    data,
-                }),
-            }),
-            src_area: Rect::new(0, 0, i32::try_from(w).ok()?, i32::try_from(h).ok()?),
-            rop: Ropd(Ropd::OP_PUT),
-            scale_mode: ScaleMode::Nearest,
-            mask: None,
-        }),
+        DrawOp::Copy(CopyOp::put(Image::rgb32(w, h, data))),
     ))
 }
 
@@ -536,6 +516,7 @@ impl Scene for SlideshowScene {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use spice_server::command::{BitmapFormat, ImageData};
 
     /// A minimal applier for the three operations scenes emit.
     fn apply(c: &mut Canvas, cmd: &Command) {

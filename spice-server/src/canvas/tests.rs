@@ -261,21 +261,11 @@ fn refuses_bad_sizes() {
 }
 
 fn bitmap32(w: u32, h: u32, px: &[u32]) -> Box<Image> {
-    Box::new(Image {
-        id: 0,
-        flags: 0,
-        width: w,
-        height: h,
-        data: ImageData::Bitmap(Bitmap {
-            format: BitmapFormat::Rgb32,
-            flags: BITMAP_TOP_DOWN,
-            width: w,
-            height: h,
-            stride: w * 4,
-            palette: None,
-            data: px.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        }),
-    })
+    Box::new(Image::rgb32(
+        w,
+        h,
+        px.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    ))
 }
 
 fn rgba(w: u32, h: u32, px: &[u32]) -> Box<Image> {
