@@ -72,7 +72,7 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::event_handler::{BoxedSubscriber, EventThread, QxlEventHandler};
 use crate::input::{DisplaySize, VirtioInputSink, led_observer};
-use crate::kvm::{GuestEnd, GuestExits, QxlVm, VmConfig, VmError};
+use crate::kvm::{GuestEnd, GuestExits, QxlVm, VcpuEntry, VmConfig, VmError};
 use crate::virtio::{LateInjector, TrackPrimary, VirtioInputs};
 
 /// GDT (4 descriptors: null, code64, data, TSS).
@@ -754,29 +754,17 @@ fn setup_vcpu<S: spice_server::command::DisplaySink + Send + 'static>(
             regs.rsi = ZERO_PAGE;
         }
         Entry::Pvh { rip } => {
-            let code = crate::kvm::FLAT_CODE32;
-            let data = kvm_segment {
-                selector: 0x10,
-                type_: 0x3,
-                ..code
-            };
-            let tss = kvm_segment {
+            // Flat 32-bit protected mode without paging, plus a TSS and
+            // ebx = the start info.
+            vm.set_entry(VcpuEntry { rip, rsp: 0 })?;
+            sregs = vcpu.get_sregs().map_err(kvm("get sregs"))?;
+            sregs.tr = kvm_segment {
                 selector: 0x18,
                 type_: 0xb,
                 s: 0,
                 db: 0,
-                ..code
+                ..crate::kvm::FLAT_CODE32
             };
-            sregs.cs = code;
-            sregs.ds = data;
-            sregs.es = data;
-            sregs.fs = data;
-            sregs.gs = data;
-            sregs.ss = data;
-            sregs.tr = tss;
-            sregs.cr0 = 0x11; // PE | ET
-            sregs.cr4 = 0;
-            sregs.efer = 0;
             regs.rip = rip;
             regs.rbx = PVH_INFO;
         }
