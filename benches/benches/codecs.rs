@@ -114,7 +114,11 @@ fn codecs(c: &mut Criterion) {
 
         let mut group = c.benchmark_group(format!("codecs/{name}"));
         group.throughput(Throughput::Bytes(u64::try_from(raw).expect("size")));
+        // Short windows keep the whole bench (9 codecs x 8 images) to a few
+        // minutes; the summary above is what the README quotes.
         group.sample_size(10);
+        group.warm_up_time(Duration::from_millis(500));
+        group.measurement_time(Duration::from_millis(1500));
         let mut dst = vec![0u8; raw];
         group.bench_function("memcpy", |b| {
             b.iter(|| {
