@@ -306,10 +306,9 @@ fn long_common_len(d: &[u8], a: usize, b: usize, limit: usize) -> usize {
     let mut done = 0;
     for (p, q) in xs.iter().zip(ys) {
         let (p, q) = (p.as_chunks::<8>().0, q.as_chunks::<8>().0);
-        let diff = p
-            .iter()
-            .zip(q)
-            .fold(0, |acc, (a, b)| acc | (u64::from_le_bytes(*a) ^ u64::from_le_bytes(*b)));
+        let diff = p.iter().zip(q).fold(0, |acc, (a, b)| {
+            acc | (u64::from_le_bytes(*a) ^ u64::from_le_bytes(*b))
+        });
         if diff != 0 {
             break;
         }
