@@ -29,9 +29,10 @@
 //! * JPEG replaces QUIC when JPEG is enabled for the client and the use allows
 //!   a lossy image (a plain copy onto the primary);
 //! * if the encoder fails or the result is not smaller → BITMAP;
-//! * LZ images of 512 KiB and more, and JPEG images of 256 Ki pixels and
-//!   more, are encoded in bands of rows on up to [`MAX_ENCODE_THREADS`]
-//!   threads ([`lz::encode_parallel`], [`jpeg::encode_parallel`]).
+//! * LZ and LZ4 images of 512 KiB and more, and JPEG images of 256 Ki pixels
+//!   and more, are encoded in bands of rows on up to [`MAX_ENCODE_THREADS`]
+//!   threads ([`lz::encode_parallel`], [`lz4::encode_parallel`],
+//!   [`jpeg::encode_parallel`]).
 //!
 //! **Pixmap cache** ([`PixmapCache`], compression.md §9): images the guest
 //! marked cacheable (`QXL_IMAGE_CACHE`, keyed by its id) and any image of at
@@ -1182,9 +1183,9 @@ fn len_u32(n: usize) -> Result<u32, Error> {
     u32::try_from(n).map_err(|_| Error::Malformed("image size"))
 }
 
-/// Threads [`lz::encode_parallel`] and [`jpeg::encode_parallel`] may use for
-/// one large image: the
-/// machine's parallelism, at most [`MAX_ENCODE_THREADS`].
+/// Threads [`lz::encode_parallel`], [`lz4::encode_parallel`] and
+/// [`jpeg::encode_parallel`] may use for one large image: the machine's
+/// parallelism, at most [`MAX_ENCODE_THREADS`].
 fn encode_threads() -> usize {
     static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *THREADS.get_or_init(|| {
@@ -1193,15 +1194,15 @@ fn encode_threads() -> usize {
 }
 
 /// Encodes with `codec`; `None` when the codec cannot or fails (the caller
-/// then sends a bitmap). Large LZ and JPEG images are encoded in bands on up
-/// to [`MAX_ENCODE_THREADS`] threads.
+/// then sends a bitmap). Large LZ, LZ4 and JPEG images are encoded in bands
+/// on up to [`MAX_ENCODE_THREADS`] threads.
 fn encode(codec: Codec, r: &ImageRef<'_>) -> Option<(Codec, Vec<u8>)> {
     let res = match codec {
         Codec::Bitmap | Codec::Glz => return None,
         Codec::Jpeg => jpeg::encode_parallel(r, jpeg::DEFAULT_QUALITY, encode_threads()),
         Codec::Quic => quic::encode(r),
         Codec::Lz => lz::encode_parallel(r, encode_threads()),
-        Codec::Lz4 => lz4::encode(r),
+        Codec::Lz4 => lz4::encode_parallel(r, encode_threads()),
     };
     match res {
         Ok(d) => Some((codec, d)),
