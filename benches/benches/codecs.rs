@@ -26,8 +26,8 @@
 //! names contain one of those words, `QXL_SUMMARY_ONLY=1` skips the criterion
 //! groups.
 
+use qxl_benches::corpus;
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group};
@@ -46,36 +46,6 @@ fn lz4_c(src: &[u8], dst: &mut Vec<u8>) -> usize {
     // the capacity passed; liblz4 writes at most that and keeps no pointer.
     let written = unsafe { lz4_sys::LZ4_compress_default(src_ptr, dst_ptr, n, bound) };
     usize::try_from(written).expect("liblz4 failed")
-}
-
-/// Every corpus PNG as (name, width, height, BGRX pixels).
-fn corpus() -> Vec<(String, u32, u32, Vec<u8>)> {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus"));
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("screenshot corpus missing at {}: {e}", dir.display()))
-        .map(|e| e.expect("corpus entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "png"))
-        .collect();
-    paths.sort();
-    paths
-        .iter()
-        .map(|p| {
-            let file = std::io::BufReader::new(std::fs::File::open(p).expect("open PNG"));
-            let mut reader = png::Decoder::new(file).read_info().expect("PNG header");
-            let mut buf = vec![0; reader.output_buffer_size()];
-            let info = reader.next_frame(&mut buf).expect("PNG frame");
-            let samples = info.color_type.samples();
-            let mut bgrx = Vec::with_capacity(buf.len() / samples * 4);
-            for px in buf[..info.buffer_size()].chunks_exact(samples) {
-                bgrx.extend_from_slice(&[px[2 % samples], px[1 % samples], px[0], 0]);
-            }
-            let name = p
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            (name, info.width, info.height, bgrx)
-        })
-        .collect()
 }
 
 fn codecs(c: &mut Criterion) {

@@ -54,3 +54,37 @@ pub fn ratio_to_memcpy(name: &str, bytes: usize, mut work: impl FnMut()) -> f64 
     );
     ratio
 }
+
+/// Every PNG of the screenshot corpus (`../shared/corpus/`, beside the
+/// checkout) as (name, width, height, BGRX pixels, top-down), in name order.
+///
+/// # Panics
+/// If the corpus is missing or a PNG does not decode: the benches need it.
+pub fn corpus() -> Vec<(String, u32, u32, Vec<u8>)> {
+    let dir = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus"));
+    let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("screenshot corpus missing at {}: {e}", dir.display()))
+        .map(|e| e.expect("corpus entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "png"))
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .map(|p| {
+            let file = std::io::BufReader::new(std::fs::File::open(p).expect("open PNG"));
+            let mut reader = png::Decoder::new(file).read_info().expect("PNG header");
+            let mut buf = vec![0; reader.output_buffer_size()];
+            let info = reader.next_frame(&mut buf).expect("PNG frame");
+            let samples = info.color_type.samples();
+            let mut bgrx = Vec::with_capacity(buf.len() / samples * 4);
+            for px in buf[..info.buffer_size()].chunks_exact(samples) {
+                bgrx.extend_from_slice(&[px[2 % samples], px[1 % samples], px[0], 0]);
+            }
+            let name = p
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (name, info.width, info.height, bgrx)
+        })
+        .collect()
+}
