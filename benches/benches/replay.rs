@@ -213,17 +213,23 @@ fn spicy_stats(port: u16) -> Child {
         .expect("spicy-stats")
 }
 
+/// A SPICE server on a free loopback port, without ticketing.
+fn start_server() -> (SpiceServer, spice_server::DisplayHandle) {
+    SpiceServer::start(loopback_config(), Box::new(NoInput)).expect("server")
+}
+
+/// Loopback, a port the system picks, no ticketing.
+fn loopback_config() -> ServerConfig {
+    ServerConfig {
+        addr: std::net::Ipv4Addr::LOCALHOST.into(),
+        port: 0,
+        disable_ticketing: true,
+        ..ServerConfig::default()
+    }
+}
+
 fn replay_once(events: &[RecordEvent], with_client: bool, paced: bool) -> Run {
-    let (server, display) = SpiceServer::start(
-        ServerConfig {
-            addr: std::net::Ipv4Addr::LOCALHOST.into(),
-            port: 0,
-            disable_ticketing: true,
-            ..ServerConfig::default()
-        },
-        Box::new(NoInput),
-    )
-    .expect("server");
+    let (server, display) = start_server();
     let mut client = None;
     let proxy = with_client.then(|| CountingProxy::start(server.local_addr().port()));
     if let Some(p) = &proxy {
@@ -302,16 +308,7 @@ fn main() {
         .collect();
     // The frame count and raw damage, from a device-only dry run.
     let stats = {
-        let (server, display) = SpiceServer::start(
-            ServerConfig {
-                addr: std::net::Ipv4Addr::LOCALHOST.into(),
-                port: 0,
-                disable_ticketing: true,
-                ..ServerConfig::default()
-            },
-            Box::new(NoInput),
-        )
-        .expect("server");
+        let (server, display) = start_server();
         let mut r = RecordReplayer::new(display.clone()).expect("replayer");
         for ev in &events {
             r.apply(ev).expect("apply");
@@ -439,12 +436,7 @@ fn main() {
 fn demo_bytes_per_frame() -> f64 {
     let demo = Demo::start(
         DemoOptions {
-            server: ServerConfig {
-                addr: std::net::Ipv4Addr::LOCALHOST.into(),
-                port: 0,
-                disable_ticketing: true,
-                ..ServerConfig::default()
-            },
+            server: loopback_config(),
             fps: 30,
             frames: None,
         },

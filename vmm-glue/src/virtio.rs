@@ -149,40 +149,40 @@ impl VirtioInputs {
             .join(" ")
     }
 
-    /// The device whose window holds `addr`, and the offset in it.
-    fn window(&self, addr: u64, len: usize) -> Option<(&MmioInput, u64)> {
+    /// Runs `f` on the transport whose window holds `addr..addr + len`, with
+    /// the offset in the window; `None` when no window holds it.
+    fn on_window<R>(
+        &self,
+        addr: u64,
+        len: usize,
+        f: impl FnOnce(&mut KvmVirtioInput, u64) -> R,
+    ) -> Option<R> {
         let off = addr.checked_sub(VIRTIO_MMIO_BASE)?;
         let index = usize::try_from(off / VIRTIO_MMIO_STRIDE).ok()?;
         let dev = self.devices.get(index)?;
         let within = off % VIRTIO_MMIO_STRIDE;
         let end = within.checked_add(u64::try_from(len).ok()?)?;
-        (end <= MMIO_WINDOW_SIZE).then_some((dev, within))
+        if end > MMIO_WINDOW_SIZE {
+            return None;
+        }
+        let mut t = dev
+            .transport
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some(f(&mut t, within))
     }
 
     /// A vCPU read at `addr`; `false` when no window holds it.
     pub fn mmio_read(&self, addr: u64, data: &mut [u8]) -> bool {
-        let Some((dev, off)) = self.window(addr, data.len()) else {
-            return false;
-        };
-        let mut t = dev
-            .transport
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        t.read(off, data);
-        true
+        let len = data.len();
+        self.on_window(addr, len, |t, off| t.read(off, data))
+            .is_some()
     }
 
     /// A vCPU write at `addr`; `false` when no window holds it.
     pub fn mmio_write(&self, addr: u64, data: &[u8]) -> bool {
-        let Some((dev, off)) = self.window(addr, data.len()) else {
-            return false;
-        };
-        let mut t = dev
-            .transport
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        t.write(off, data);
-        true
+        self.on_window(addr, data.len(), |t, off| t.write(off, data))
+            .is_some()
     }
 
     /// The event-thread subscriber that serves the `QueueNotify` ioeventfds

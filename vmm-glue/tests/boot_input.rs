@@ -25,6 +25,7 @@
 
 #[path = "../../spice-server/tests/common/mod.rs"]
 mod common;
+mod guest_asm;
 
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
@@ -32,6 +33,7 @@ use std::time::{Duration, Instant};
 use devices::virtio_input::InputEvent;
 use devices::virtio_input::evdev::EV_KEY;
 use devices::virtio_input::keymap::KEY_A;
+use guest_asm::QueueRings;
 use iced_x86::code_asm::*;
 use vmm_glue::boot::{self, BootOptions, PVH_INFO, SerialOut};
 
@@ -56,6 +58,19 @@ const BUF: u32 = 0x20_6000;
 const KBD: u32 = 0xd000_0000;
 const COM1: u32 = 0x3f8;
 const QUEUE_SIZE: u32 = 8;
+/// The keyboard's eventq and statusq.
+const QUEUES: [QueueRings; 2] = [
+    QueueRings {
+        desc: DESC,
+        avail: AVAIL,
+        used: USED,
+    },
+    QueueRings {
+        desc: DESC1,
+        avail: AVAIL1,
+        used: USED1,
+    },
+];
 
 /// The data segment: NUL-terminated strings at fixed offsets.
 const S_UP: u32 = 0x00; // "qxl-test: up\n"
@@ -157,37 +172,9 @@ fn program() -> Vec<u8> {
         a.mov(esi, DATA + S_NL)?;
         a.call(puts)?;
 
-        // Linux's virtio_mmio probe, reduced: reset, ACK, DRIVER, VERSION_1,
-        // FEATURES_OK, both queues, DRIVER_OK.
-        a.mov(reg(0x70), 0u32)?;
-        a.mov(reg(0x70), 1u32)?;
-        a.mov(reg(0x70), 3u32)?;
-        a.mov(reg(0x24), 1u32)?;
-        a.mov(reg(0x20), 1u32)?;
-        a.mov(reg(0x24), 0u32)?;
-        a.mov(reg(0x20), 0u32)?;
-        a.mov(reg(0x70), 0xbu32)?;
-        for (q, desc, avail, used) in [(0u32, DESC, AVAIL, USED), (1, DESC1, AVAIL1, USED1)] {
-            a.mov(reg(0x30), q)?;
-            a.mov(reg(0x38), QUEUE_SIZE)?;
-            a.mov(reg(0x80), desc)?;
-            a.mov(reg(0x84), 0u32)?;
-            a.mov(reg(0x90), avail)?;
-            a.mov(reg(0x94), 0u32)?;
-            a.mov(reg(0xa0), used)?;
-            a.mov(reg(0xa4), 0u32)?;
-            a.mov(reg(0x44), 1u32)?;
-        }
-        a.mov(reg(0x70), 0xfu32)?;
-        for i in 0..QUEUE_SIZE {
-            let d = DESC + 16 * i;
-            a.mov(dword_ptr(d), BUF + 8 * i)?;
-            a.mov(dword_ptr(d + 4), 0u32)?;
-            a.mov(dword_ptr(d + 8), 8u32)?;
-            a.mov(dword_ptr(d + 12), 2u32)?;
-            a.mov(word_ptr(AVAIL + 4 + 2 * i), i)?;
-        }
-        a.mov(word_ptr(AVAIL + 2), QUEUE_SIZE)?;
+        // Linux's virtio_mmio probe, reduced, then eventq buffers.
+        guest_asm::virtio_mmio_init(&mut a, KBD, &QUEUES, QUEUE_SIZE, None)?;
+        guest_asm::post_buffers(&mut a, QUEUES[0], BUF, 8, QUEUE_SIZE)?;
         a.mov(reg(0x50), 0u32)?; // QueueNotify: the ioeventfd
         a.mov(esi, DATA + S_READY)?;
         a.call(puts)?;

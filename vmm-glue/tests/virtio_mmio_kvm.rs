@@ -35,7 +35,7 @@ use devices::virtio_input::InputKind;
 use devices::virtio_input::evdev::EV_KEY;
 use devices::virtio_input::keymap::KEY_A;
 use devices::virtio_input::{InputEvent, VIRTIO_ID_INPUT};
-use guest_asm::interrupt_return;
+use guest_asm::{QueueRings, interrupt_return};
 use iced_x86::code_asm::*;
 use spice_server::InputSink;
 use spice_server::command::{DisplaySink, SurfaceCreate, SurfaceFormat};
@@ -77,6 +77,19 @@ const LAST_ISR: u32 = 0x10_8004;
 const STATUS_PORT: u16 = 0x510;
 const FAIL_PORT: u16 = 0x514;
 const QUEUE_SIZE: u32 = 8;
+/// The keyboard's eventq and statusq.
+const QUEUES: [QueueRings; 2] = [
+    QueueRings {
+        desc: DESC,
+        avail: AVAIL,
+        used: USED,
+    },
+    QueueRings {
+        desc: DESC1,
+        avail: AVAIL1,
+        used: USED1,
+    },
+];
 const KBD: u32 = 0xd000_0000;
 
 fn reg(off: u32) -> AsmMemoryOperand {
@@ -136,38 +149,7 @@ fn program() -> Vec<u8> {
             }
         }
         // Keyboard init, as drivers/virtio/virtio_mmio.c + virtio.c do it.
-        a.mov(reg(0x70), 0u32)?; // reset
-        a.mov(reg(0x70), 1u32)?; // ACKNOWLEDGE
-        a.mov(reg(0x70), 3u32)?; // DRIVER
-        a.mov(reg(0x14), 1u32)?; // DeviceFeaturesSel = high word
-        a.mov(eax, reg(0x10))?;
-        a.mov(dword_ptr(out), eax)?;
-        out += 4;
-        a.mov(reg(0x24), 1u32)?;
-        a.mov(reg(0x20), 1u32)?; // VERSION_1
-        a.mov(reg(0x24), 0u32)?;
-        a.mov(reg(0x20), 0u32)?;
-        a.mov(reg(0x70), 0xbu32)?; // FEATURES_OK
-        a.mov(eax, reg(0x70))?;
-        a.mov(dword_ptr(out), eax)?;
-        out += 4;
-        for (q, desc, avail, used) in [(0u32, DESC, AVAIL, USED), (1, DESC1, AVAIL1, USED1)] {
-            a.mov(reg(0x30), q)?;
-            a.mov(eax, reg(0x34))?; // QueueNumMax
-            a.mov(dword_ptr(out), eax)?;
-            out += 4;
-            a.mov(reg(0x38), QUEUE_SIZE)?;
-            a.mov(reg(0x80), desc)?;
-            a.mov(reg(0x84), 0u32)?;
-            a.mov(reg(0x90), avail)?;
-            a.mov(reg(0x94), 0u32)?;
-            a.mov(reg(0xa0), used)?;
-            a.mov(reg(0xa4), 0u32)?;
-            a.mov(reg(0x44), 1u32)?; // QueueReady
-        }
-        a.mov(reg(0x70), 0xfu32)?; // DRIVER_OK
-        a.mov(eax, reg(0x70))?;
-        a.mov(dword_ptr(out), eax)?;
+        guest_asm::virtio_mmio_init(&mut a, KBD, &QUEUES, QUEUE_SIZE, Some(out))?;
 
         // Ready: the host types while the eventq has no buffers.
         a.mov(eax, 1u32)?;
@@ -175,16 +157,7 @@ fn program() -> Vec<u8> {
         a.out(dx, eax)?;
 
         // Post QUEUE_SIZE write-only buffers of 8 bytes, then notify.
-        for i in 0..QUEUE_SIZE {
-            let d = DESC + 16 * i;
-            a.mov(dword_ptr(d), BUF + 8 * i)?;
-            a.mov(dword_ptr(d + 4), 0u32)?;
-            a.mov(dword_ptr(d + 8), 8u32)?;
-            a.mov(dword_ptr(d + 12), 2u32)?; // flags WRITE, next 0
-            a.mov(word_ptr(AVAIL + 4 + 2 * i), i)?;
-        }
-        a.mov(word_ptr(AVAIL), 0u32)?;
-        a.mov(word_ptr(AVAIL + 2), QUEUE_SIZE)?;
+        guest_asm::post_buffers(&mut a, QUEUES[0], BUF, 8, QUEUE_SIZE)?;
         a.mov(reg(0x50), 0u32)?; // QueueNotify(eventq): the ioeventfd
 
         // Wait (bounded) for four used buffers and an interrupt.

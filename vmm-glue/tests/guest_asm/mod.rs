@@ -96,3 +96,89 @@ pub fn ioapic_route(
 pub fn lapic_eoi(a: &mut CodeAssembler) -> Result<(), IcedError> {
     a.mov(dword_ptr(LAPIC_BASE + 0xb0), 0u32)
 }
+
+/// Where a guest keeps one virtqueue: descriptor table, available (driver)
+/// ring and used (device) ring, each in identity-mapped RAM.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueRings {
+    /// Descriptor table (16-byte aligned).
+    pub desc: u32,
+    /// Available ring (2-byte aligned).
+    pub avail: u32,
+    /// Used ring (4-byte aligned).
+    pub used: u32,
+}
+
+/// Brings up the virtio-mmio device at `base` as Linux's `virtio_mmio` +
+/// `virtio` drivers do: reset, ACKNOWLEDGE, DRIVER, accept VERSION_1 only,
+/// FEATURES_OK, each queue (`size` entries, its ring addresses, ready),
+/// DRIVER_OK. With `record`, the registers read on the way are stored as
+/// dwords from that address: DeviceFeatures (high word), Status after
+/// FEATURES_OK, each queue's QueueNumMax, Status after DRIVER_OK.
+pub fn virtio_mmio_init(
+    a: &mut CodeAssembler,
+    base: u32,
+    queues: &[QueueRings],
+    size: u32,
+    record: Option<u32>,
+) -> Result<(), IcedError> {
+    let reg = |off: u32| dword_ptr(base + off);
+    let mut out = record;
+    let mut keep = |a: &mut CodeAssembler| -> Result<(), IcedError> {
+        if let Some(at) = out.as_mut() {
+            a.mov(dword_ptr(*at), eax)?;
+            *at += 4;
+        }
+        Ok(())
+    };
+    a.mov(reg(0x70), 0u32)?; // reset
+    a.mov(reg(0x70), 1u32)?; // ACKNOWLEDGE
+    a.mov(reg(0x70), 3u32)?; // DRIVER
+    a.mov(reg(0x14), 1u32)?; // DeviceFeaturesSel = high word
+    a.mov(eax, reg(0x10))?;
+    keep(a)?;
+    a.mov(reg(0x24), 1u32)?;
+    a.mov(reg(0x20), 1u32)?; // VERSION_1
+    a.mov(reg(0x24), 0u32)?;
+    a.mov(reg(0x20), 0u32)?;
+    a.mov(reg(0x70), 0xbu32)?; // FEATURES_OK
+    a.mov(eax, reg(0x70))?;
+    keep(a)?;
+    for (q, rings) in (0u32..).zip(queues) {
+        a.mov(reg(0x30), q)?;
+        a.mov(eax, reg(0x34))?; // QueueNumMax
+        keep(a)?;
+        a.mov(reg(0x38), size)?;
+        a.mov(reg(0x80), rings.desc)?;
+        a.mov(reg(0x84), 0u32)?;
+        a.mov(reg(0x90), rings.avail)?;
+        a.mov(reg(0x94), 0u32)?;
+        a.mov(reg(0xa0), rings.used)?;
+        a.mov(reg(0xa4), 0u32)?;
+        a.mov(reg(0x44), 1u32)?; // QueueReady
+    }
+    a.mov(reg(0x70), 0xfu32)?; // DRIVER_OK
+    a.mov(eax, reg(0x70))?;
+    keep(a)
+}
+
+/// Posts `count` device-writable buffers of `len` bytes, from `buf` on, as
+/// descriptors 0.. of `rings`, and publishes them in the available ring.
+pub fn post_buffers(
+    a: &mut CodeAssembler,
+    rings: QueueRings,
+    buf: u32,
+    len: u32,
+    count: u32,
+) -> Result<(), IcedError> {
+    for i in 0..count {
+        let d = rings.desc + 16 * i;
+        a.mov(dword_ptr(d), buf + len * i)?;
+        a.mov(dword_ptr(d + 4), 0u32)?;
+        a.mov(dword_ptr(d + 8), len)?;
+        a.mov(dword_ptr(d + 12), 2u32)?; // flags WRITE, next 0
+        a.mov(word_ptr(rings.avail + 4 + 2 * i), i)?;
+    }
+    a.mov(word_ptr(rings.avail), 0u32)?;
+    a.mov(word_ptr(rings.avail + 2), count)
+}
