@@ -43,6 +43,7 @@
 
 pub mod glz;
 pub mod jpeg;
+pub mod jpeg_enc;
 pub mod lz;
 pub mod lz4;
 pub mod quic;
