@@ -6,7 +6,7 @@
 //!   (baseline, standard Huffman tables, YCbCr 4:2:0) at quality 85
 //!   ([`DEFAULT_QUALITY`]); spice-gtk decodes with libjpeg to RGB. This module
 //!   encodes the same way with [`jpeg_enc`], this crate's own baseline
-//!   encoder (about 1.5× the `jpeg-encoder` crate's speed, same size and
+//!   encoder (about 1.6× the `jpeg-encoder` crate's speed, same size and
 //!   quality or better).
 //! * **JPEG_ALPHA** (`SpiceJPEGAlphaData`): `flags` (`u8`, bit 0
 //!   [`JPEG_ALPHA_FLAGS_TOP_DOWN`]), `jpeg_size`, `data_size`, then the JPEG of

@@ -259,7 +259,9 @@ impl Dct {
 
     /// The horizontal 1-D DCT of the block at column `x` of 8 vertically
     /// transformed rows, quantised: coefficients in zigzag order.
-    #[inline(always)]
+    // Not inlined, nor are `encode_block` and `convert_row`: the hot loops
+    // keep their registers apart (measured: ~7% faster than inlined).
+    #[inline(never)]
     fn horizontal_quant(&self, t: &[f32], width: usize, x: usize, q: &QuantTable) -> [i32; 64] {
         let mut c = [0f32; 64];
         for (v, cv) in c.as_chunks_mut::<8>().0.iter_mut().enumerate() {
@@ -267,16 +269,18 @@ impl Dct {
             let Some(seg) = t.get(start..start + 8) else {
                 continue;
             };
-            let mut e = [0f32; 4];
-            let mut o = [0f32; 4];
-            for k in 0..4 {
-                let (a, b) = (seg[k], seg[7 - k]);
-                let (sk, dk) = (a + b, a - b);
-                for l in 0..4 {
-                    e[l] += sk * self.even[k][l];
-                    o[l] += dk * self.odd[k][l];
-                }
-            }
+            // s[k] = seg[k] + seg[7-k], d[k] = seg[k] - seg[7-k] as 4 lanes.
+            let lo = [seg[0], seg[1], seg[2], seg[3]];
+            let hi = [seg[7], seg[6], seg[5], seg[4]];
+            let sv: [f32; 4] = std::array::from_fn(|l| lo[l] + hi[l]);
+            let dv: [f32; 4] = std::array::from_fn(|l| lo[l] - hi[l]);
+            let (ev, od) = (&self.even, &self.odd);
+            let e: [f32; 4] = std::array::from_fn(|l| {
+                sv[0] * ev[0][l] + sv[1] * ev[1][l] + sv[2] * ev[2][l] + sv[3] * ev[3][l]
+            });
+            let o: [f32; 4] = std::array::from_fn(|l| {
+                dv[0] * od[0][l] + dv[1] * od[1][l] + dv[2] * od[2][l] + dv[3] * od[3][l]
+            });
             cv[..4].copy_from_slice(&e);
             cv[4..].copy_from_slice(&o);
         }
@@ -408,7 +412,7 @@ impl Bits {
 }
 
 /// Entropy-codes one block (zigzag coefficients) against the DC prediction.
-#[inline(always)]
+#[inline(never)]
 fn encode_block(w: &mut BitWriter, zz: &[i32; 64], pred: &mut i32, t: &Tables) {
     let buf = &mut w.buf[..];
     let mut st = Bits {
@@ -528,6 +532,7 @@ const CR_B: f32 = -0.081_312_4;
 /// Converts one stored row of `cols` pixels into level-shifted Y, Cb, Cr
 /// (`ycc`, padded by repeating the last pixel); `rgb` is scratch for the
 /// 16- and 24-bit formats.
+#[inline(never)]
 fn convert_row(
     row: &[u8],
     format: PixelFormat,
