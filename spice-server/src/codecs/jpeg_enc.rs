@@ -422,7 +422,9 @@ fn encode_block(w: &mut BitWriter, zz: &[i32; 64], pred: &mut i32, t: &Tables) {
     };
     let (size, extra) = category(zz[0] - *pred);
     *pred = zz[0];
-    let (code, len) = t.dc[size as usize];
+    // Sizes stay within 11 (DC differences) and 10 (AC) for 8-bit samples;
+    // the masks only spare the bounds checks.
+    let (code, len) = t.dc[(size & 0xff) as usize];
     st.put(buf, (code << size) | extra, len + size);
     // Bit i set when coefficient i is nonzero: 0/1 bytes, eight at a time
     // gathered into one byte by a multiplication (byte k of the multiplier
@@ -447,7 +449,7 @@ fn encode_block(w: &mut BitWriter, zz: &[i32; 64], pred: &mut i32, t: &Tables) {
             run -= 16;
         }
         let (size, extra) = category(zz[k as usize]);
-        let (code, len) = t.ac[((run << 4) | size) as usize];
+        let (code, len) = t.ac[(((run << 4) | size) & 0xff) as usize];
         st.put(buf, (code << size) | extra, len + size);
         last = k;
     }
@@ -784,8 +786,12 @@ mod tests {
     /// The `jpeg-encoder` crate's encoding of a top-down BGRX image (what
     /// `jpeg.rs` used before this encoder): the reference for size and PSNR.
     fn crate_encode(px: &[u8], w: u16, h: u16) -> Vec<u8> {
+        crate_encode_q(px, w, h, 85)
+    }
+
+    fn crate_encode_q(px: &[u8], w: u16, h: u16, quality: u8) -> Vec<u8> {
         let mut out = Vec::new();
-        let mut enc = jpeg_encoder::Encoder::new(&mut out, 85);
+        let mut enc = jpeg_encoder::Encoder::new(&mut out, quality);
         enc.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
         enc.encode(px, w, h, jpeg_encoder::ColorType::Bgra).unwrap();
         out
@@ -852,6 +858,34 @@ mod tests {
             let theirs = jpeg::decode(&crate_encode(&px, w16, h16), &lim).unwrap();
             let pt = jpeg::psnr(&theirs.pixels, &px);
             assert!(p >= pt - 0.2, "{w}x{h}: {p} vs {pt}");
+        }
+    }
+
+    #[test]
+    fn extreme_qualities_and_contrast_decode() {
+        // Black/white checkerboards give the largest coefficients (quality
+        // 100 quantises by 1), quality 1 the coarsest tables.
+        let (w, h) = (64usize, 48usize);
+        let mut px = Vec::with_capacity(w * h * 4);
+        for y in 0..h {
+            for x in 0..w {
+                let v = if (x + y) % 2 == 0 || x < 8 { 255 } else { 0 };
+                px.extend_from_slice(&[v, 255 - v, v, 0]);
+            }
+        }
+        let img = ImageRef::new(&px, 64, 48, w * 4, PixelFormat::Rgb32, true).unwrap();
+        let lim = DecodeLimits::default();
+        for q in [1u8, 50, 100, 0, 255] {
+            let dec = jpeg::decode(&encode(&img, q, 2).unwrap(), &lim).unwrap();
+            assert_eq!((dec.width, dec.height), (64, 48));
+            if (1..=100).contains(&q) {
+                let theirs = jpeg::decode(&crate_encode_q(&px, 64, 48, q), &lim).unwrap();
+                let (p, pt) = (
+                    jpeg::psnr(&dec.pixels, &px),
+                    jpeg::psnr(&theirs.pixels, &px),
+                );
+                assert!(p > pt - 0.2, "quality {q}: {p} vs {pt}");
+            }
         }
     }
 
