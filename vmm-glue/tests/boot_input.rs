@@ -24,6 +24,7 @@
 #![allow(clippy::unwrap_used, missing_docs, dead_code)]
 
 #[path = "../../spice-server/tests/common/mod.rs"]
+#[macro_use]
 mod common;
 mod guest_asm;
 
@@ -37,40 +38,19 @@ use guest_asm::QueueRings;
 use iced_x86::code_asm::*;
 use vmm_glue::boot::{self, BootOptions, PVH_INFO, SerialOut};
 
-macro_rules! skip {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
 /// Where the program is linked and entered.
 const CODE: u32 = 0x10_0000;
 /// Its strings and hex digits (a second PT_LOAD segment).
 const DATA: u32 = 0x18_0000;
-const DESC: u32 = 0x20_0000;
-const AVAIL: u32 = 0x20_1000;
-const USED: u32 = 0x20_2000;
-const DESC1: u32 = 0x20_3000;
-const AVAIL1: u32 = 0x20_4000;
-const USED1: u32 = 0x20_5000;
+/// The keyboard's eventq and statusq.
+const QUEUES: [QueueRings; 2] = guest_asm::input_queues(0x20_0000);
+/// The eventq's used ring.
+const USED: u32 = QUEUES[0].used;
+/// The eventq buffers, after the rings.
 const BUF: u32 = 0x20_6000;
 const KBD: u32 = 0xd000_0000;
 const COM1: u32 = 0x3f8;
 const QUEUE_SIZE: u32 = 8;
-/// The keyboard's eventq and statusq.
-const QUEUES: [QueueRings; 2] = [
-    QueueRings {
-        desc: DESC,
-        avail: AVAIL,
-        used: USED,
-    },
-    QueueRings {
-        desc: DESC1,
-        avail: AVAIL1,
-        used: USED1,
-    },
-];
 
 /// The data segment: NUL-terminated strings at fixed offsets.
 const S_UP: u32 = 0x00; // "qxl-test: up\n"

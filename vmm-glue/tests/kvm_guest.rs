@@ -69,6 +69,7 @@
 )]
 
 #[path = "../../spice-server/tests/common/mod.rs"]
+#[macro_use]
 mod common;
 mod guest_asm;
 
@@ -88,15 +89,6 @@ use vmm_glue::demo::device_config;
 use vmm_glue::event_handler::{EventThread, QxlEventHandler};
 use vmm_glue::kvm::{self, DONE, QxlVm, VcpuEntry, VmConfig, VmError};
 use vmm_glue::scene::{DesktopScene, Scene};
-
-/// Prints a `SKIP:` line past libtest's output capture (which only catches the
-/// `print!` family), so that CI logs show why a test did not run for real.
-macro_rules! skip {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
 
 const W: u32 = 1024;
 const H: u32 = 768;

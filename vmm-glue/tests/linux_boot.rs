@@ -21,6 +21,7 @@
 )]
 
 #[path = "../../spice-server/tests/common/mod.rs"]
+#[macro_use]
 mod common;
 
 use std::io::{BufRead, BufReader};
@@ -30,15 +31,6 @@ use std::process::{Command as Proc, Stdio};
 use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
-
-/// Prints a `SKIP:` line past libtest's output capture (which only catches the
-/// `print!` family), so that CI logs show why a test did not run for real.
-macro_rules! skip {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
 
 /// Where the guest image lands.
 fn guest_dir() -> PathBuf {

@@ -26,7 +26,12 @@
 //! acknowledged. Skips (with a `SKIP:` line) only without a usable `/dev/kvm`.
 
 // Test code: panics are the failure reports.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    missing_docs,
+    dead_code
+)]
 
 use std::time::{Duration, Instant};
 
@@ -45,14 +50,10 @@ use vmm_glue::input::{DisplaySize, VirtioInputSink};
 use vmm_glue::kvm::{self, GuestEnd, GuestExits, QxlVm, VcpuEntry, VmConfig};
 use vmm_glue::virtio::{TrackPrimary, VIRTIO_MMIO_BASE, VIRTIO_MMIO_STRIDE, VirtioInputs};
 
+#[path = "../../spice-server/tests/common/mod.rs"]
+#[macro_use]
+mod common;
 mod guest_asm;
-
-macro_rules! skip {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
 
 const CODE: u32 = 0x1_0000;
 const HANDLER: u32 = 0x1_8000;
@@ -61,12 +62,11 @@ const GDT: u32 = 0x1000;
 const GDTR: u32 = 0x1100;
 const IDT: u32 = 0x2000;
 const IDTR: u32 = 0x2900;
-const DESC: u32 = 0x10_0000;
-const AVAIL: u32 = 0x10_1000;
-const USED: u32 = 0x10_2000;
-const DESC1: u32 = 0x10_3000;
-const AVAIL1: u32 = 0x10_4000;
-const USED1: u32 = 0x10_5000;
+/// The keyboard's eventq and statusq.
+const QUEUES: [QueueRings; 2] = guest_asm::input_queues(0x10_0000);
+/// The eventq's used ring.
+const USED: u32 = QUEUES[0].used;
+/// The eventq buffers, after the rings.
 const BUF: u32 = 0x10_6000;
 /// Registers the guest read, 4 bytes each.
 const RESULTS: u32 = 0x10_7000;
@@ -77,19 +77,6 @@ const LAST_ISR: u32 = 0x10_8004;
 const STATUS_PORT: u16 = 0x510;
 const FAIL_PORT: u16 = 0x514;
 const QUEUE_SIZE: u32 = 8;
-/// The keyboard's eventq and statusq.
-const QUEUES: [QueueRings; 2] = [
-    QueueRings {
-        desc: DESC,
-        avail: AVAIL,
-        used: USED,
-    },
-    QueueRings {
-        desc: DESC1,
-        avail: AVAIL1,
-        used: USED1,
-    },
-];
 const KBD: u32 = 0xd000_0000;
 
 fn reg(off: u32) -> AsmMemoryOperand {

@@ -8,6 +8,17 @@
     clippy::missing_panics_doc
 )]
 
+/// Prints a `SKIP:` line past libtest's output capture (which only catches the
+/// `print!` family), so that CI logs show why a test did not run for real.
+/// (Include this module with `#[macro_use]`.)
+#[allow(unused_macros)]
+macro_rules! skip {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command as Proc, Stdio};

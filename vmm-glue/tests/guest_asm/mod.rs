@@ -109,6 +109,24 @@ pub struct QueueRings {
     pub used: u32,
 }
 
+/// A virtio-input device's eventq and statusq laid out from `base` (page
+/// aligned), a page for each ring: eventq descriptors, available and used
+/// ring, then the same for the statusq.
+pub const fn input_queues(base: u32) -> [QueueRings; 2] {
+    [
+        QueueRings {
+            desc: base,
+            avail: base + 0x1000,
+            used: base + 0x2000,
+        },
+        QueueRings {
+            desc: base + 0x3000,
+            avail: base + 0x4000,
+            used: base + 0x5000,
+        },
+    ]
+}
+
 /// Brings up the virtio-mmio device at `base` as Linux's `virtio_mmio` +
 /// `virtio` drivers do: reset, ACKNOWLEDGE, DRIVER, accept VERSION_1 only,
 /// FEATURES_OK, each queue (`size` entries, its ring addresses, ready),
