@@ -50,7 +50,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -944,9 +944,9 @@ pub fn start(opts: BootOptions) -> Result<Booted, BootError> {
     crate::kvm::probe_kvm().map_err(|e| BootError::Vm(VmError::Unavailable(e)))?;
     // The server owns the input sink before the VM (and its devices) exist:
     // the sink feeds late-bound injectors the vCPU thread connects.
-    let wiring = InputWiring::default();
+    let (wiring, input_sink) = InputWiring::new();
     let input: Box<dyn spice_server::InputSink> = if opts.virtio_input {
-        Box::new(wiring.sink())
+        Box::new(input_sink)
     } else {
         Box::new(NoInput)
     };
@@ -975,26 +975,36 @@ pub fn start(opts: BootOptions) -> Result<Booted, BootError> {
 /// The SPICE input sink's side of the virtio-input devices, made before the
 /// VM: injectors that [`run`] connects once the devices exist, the tablet's
 /// display size and the guest's lock state.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct InputWiring {
     keyboard: LateInjector,
     tablet: LateInjector,
     mouse: LateInjector,
-    size: Arc<OnceLock<DisplaySize>>,
-    guest_modifiers: Arc<OnceLock<Arc<std::sync::atomic::AtomicU16>>>,
+    size: DisplaySize,
+    guest_modifiers: Arc<std::sync::atomic::AtomicU16>,
 }
 
 impl InputWiring {
-    /// The sink the server gets.
-    fn sink(&self) -> VirtioInputSink {
-        let sink = VirtioInputSink::new(
-            Some(Arc::new(self.keyboard.clone())),
-            Some(Arc::new(self.tablet.clone())),
-            Some(Arc::new(self.mouse.clone())),
+    /// The wiring and the sink the server gets, which feeds it.
+    fn new() -> (Self, VirtioInputSink) {
+        let (keyboard, tablet, mouse) = (
+            LateInjector::default(),
+            LateInjector::default(),
+            LateInjector::default(),
         );
-        let _ = self.size.set(sink.display_size());
-        let _ = self.guest_modifiers.set(sink.guest_modifiers());
-        sink
+        let sink = VirtioInputSink::new(
+            Some(Arc::new(keyboard.clone())),
+            Some(Arc::new(tablet.clone())),
+            Some(Arc::new(mouse.clone())),
+        );
+        let wiring = Self {
+            keyboard,
+            tablet,
+            mouse,
+            size: sink.display_size(),
+            guest_modifiers: sink.guest_modifiers(),
+        };
+        (wiring, sink)
     }
 
     /// Connects the devices; the keyboard's LEDs go to the clients.
@@ -1008,19 +1018,19 @@ impl InputWiring {
                 late.connect(dev);
             }
         }
-        if let (Some(kbd), Some(mods)) = (
-            inputs
-                .devices()
-                .iter()
-                .find(|d| d.kind == InputKind::Keyboard),
-            self.guest_modifiers.get(),
-        ) {
+        if let Some(kbd) = inputs
+            .devices()
+            .iter()
+            .find(|d| d.kind == InputKind::Keyboard)
+        {
             let leds = leds.clone();
             kbd.transport
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .device_mut()
-                .set_led_observer(led_observer(Arc::clone(mods), move |m| leds.set(m)));
+                .set_led_observer(led_observer(Arc::clone(&self.guest_modifiers), move |m| {
+                    leds.set(m);
+                }));
         }
     }
 }
@@ -1037,11 +1047,7 @@ fn run(
     let qxl = QxlConfig::default();
     let bars = qxl_bar_bases(&qxl);
     // The tablet scales against the mode the guest sets.
-    let size = wiring
-        .size
-        .get()
-        .cloned()
-        .unwrap_or_else(|| DisplaySize::new(1024, 768));
+    let size = wiring.size.clone();
     let mut vm = QxlVm::new(
         VmConfig {
             guest_ram_size: ram_size,
