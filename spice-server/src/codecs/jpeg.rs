@@ -44,16 +44,7 @@ pub struct JpegAlpha {
 /// [`CodecError::BadDimensions`] above 65535 pixels either way, or an invalid
 /// [`ImageRef`].
 pub fn encode(img: &ImageRef<'_>, quality: u8) -> Result<Vec<u8>, CodecError> {
-    encode_with_restarts(img, quality, 0)
-}
-
-/// [`encode`] with a restart marker every `restart_interval` MCUs (0: none).
-fn encode_with_restarts(
-    img: &ImageRef<'_>,
-    quality: u8,
-    restart_interval: u16,
-) -> Result<Vec<u8>, CodecError> {
-    jpeg_enc::encode(img, quality, restart_interval)
+    jpeg_enc::encode(img, quality, 0)
 }
 
 /// Images from this many pixels on are worth [`encode_parallel`]'s threads.
@@ -424,7 +415,7 @@ mod tests {
                 let mcu_rows = h.div_ceil(16);
                 let band = mcu_rows.div_ceil(threads);
                 let interval = u16::try_from(band * w.div_ceil(16)).unwrap();
-                let want = encode_with_restarts(&img, DEFAULT_QUALITY, interval).unwrap();
+                let want = jpeg_enc::encode(&img, DEFAULT_QUALITY, interval).unwrap();
                 assert!(par == want, "{w}x{h} {format:?} {threads} threads");
                 let dec = decode(&par, &DecodeLimits::default()).unwrap();
                 assert!(psnr(&dec.pixels, &whole.pixels) > 40.0, "{w}x{h} {threads}");
