@@ -51,7 +51,8 @@ pub struct HandlerStats {
     pub cmd_kicks: AtomicU64,
     /// `NOTIFY_CURSOR` events.
     pub cursor_kicks: AtomicU64,
-    /// Resample events.
+    /// Resample signals: KVM's end-of-interrupt notifications of the line
+    /// (several may be read in one wakeup; the eventfd sums them).
     pub resamples: AtomicU64,
     /// Resamples that found the line still asserted and re-raised it.
     pub reasserts: AtomicU64,
@@ -156,8 +157,9 @@ impl<S: DisplaySink> MutEventSubscriber for QxlEventHandler<S> {
                 return;
             }
         };
-        // Consume the counter; EAGAIN (already drained) is fine.
-        let _ = fd.read();
+        // Consume the counter (the number of signals since the last read);
+        // EAGAIN (already drained) is fine.
+        let signals = fd.read().unwrap_or(0);
         let ok = match token {
             NOTIFY_CMD => {
                 self.stats.cmd_kicks.fetch_add(1, Ordering::Relaxed);
@@ -168,7 +170,9 @@ impl<S: DisplaySink> MutEventSubscriber for QxlEventHandler<S> {
                 self.process_ring(true)
             }
             _ => {
-                self.stats.resamples.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .resamples
+                    .fetch_add(signals.max(1), Ordering::Relaxed);
                 self.resample()
             }
         };

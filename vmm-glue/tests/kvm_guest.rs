@@ -1113,6 +1113,14 @@ fn drive_qxl(route: IrqRoute) {
             vm.bars().layout(),
         ),
     };
+    // The last end-of-interrupt's resample may still be on its way to the
+    // event thread: let it arrive (bounded) before stopping the loop.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while stats.resamples.load(std::sync::atomic::Ordering::Relaxed) < u64::from(var(V_HANDLED))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     println!("{route:?} run: {report:?}\nevent handler: {stats:?}");
     events.stop();
 
