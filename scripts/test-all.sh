@@ -8,7 +8,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FUZZ_SECONDS="${FUZZ_SECONDS:-10}"
-step() { printf '\n==== %s\n' "$*"; }
+step() {
+    printf '\n==== %s\n' "$*"
+    # Disk is what CI machines run out of first: say how much is left at
+    # every step, so a "No space left on device" is never a mystery.
+    df -h --output=avail,target . 2>/dev/null | tail -n 1 | awk '{print "     (disk free: " $1 " on " $2 ")"}'
+}
+
+# CI builds everything once, from scratch: incremental state and full debug
+# info would only fill the disk (several GB over the debug, release and fuzz
+# builds). Line tables keep file:line in every backtrace.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+export CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}"
+export CARGO_PROFILE_RELEASE_DEBUG="${CARGO_PROFILE_RELEASE_DEBUG:-line-tables-only}"
+export CARGO_PROFILE_BENCH_DEBUG="${CARGO_PROFILE_BENCH_DEBUG:-line-tables-only}"
 
 step "install test dependencies"
 if [ -x scripts/install-test-deps.sh ]; then

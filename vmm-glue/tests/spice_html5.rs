@@ -66,8 +66,11 @@ fn python() -> &'static str {
     }
 }
 
+/// A per-test directory in cargo's scratch space (inside `target/`); a test
+/// that passes removes it, one that fails leaves its logs there.
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("qxl-html5-{}-{name}", std::process::id()));
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("html5-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }

@@ -319,10 +319,24 @@ pub fn parse_ppm(data: &[u8]) -> Option<(u32, u32, Vec<u8>)> {
     Some((w, h, data.get(i..)?.to_vec()))
 }
 
+/// A fresh path for a client's output file (a screenshot, a surface dump).
+///
+/// The files live in cargo's scratch directory for integration tests (inside
+/// `target/`, never `/tmp`) and every reader deletes its file once read, so a
+/// test run leaves nothing behind: a full client dump is megabytes, and the
+/// suites take hundreds of them.
 pub fn tmp_path(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("spice-server-tests-{}", std::process::id()));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("client-files-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir.join(name)
+}
+
+/// Reads a file a client wrote for us and deletes it.
+pub fn take_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    let data = std::fs::read(path);
+    let _ = std::fs::remove_file(path);
+    data
 }
 
 /// Fails (never skips) when a real-client binary is missing.
@@ -364,7 +378,7 @@ pub fn spicy_screenshot(port: u16, password: Option<&str>, timeout: Duration) ->
     if let Some(mut e) = child.stderr.take() {
         let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
     }
-    let ppm = std::fs::read(&out).ok().and_then(|d| parse_ppm(&d));
+    let ppm = take_file(&out).ok().and_then(|d| parse_ppm(&d));
     Shot {
         status,
         stderr,
@@ -517,7 +531,7 @@ impl Probe {
         self.wait_for("DUMPED", Duration::from_secs(10), |l| {
             l.starts_with("DUMPED")
         });
-        std::fs::read(&path).expect("read dump")
+        take_file(&path).expect("read dump")
     }
 }
 
