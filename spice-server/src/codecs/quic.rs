@@ -201,6 +201,9 @@ struct Family {
     bucket_of: [u8; 256],
     /// Number of buckets.
     n_buckets: usize,
+    /// Per code number: `0x8000_0000` when this family has no such code
+    /// number (5-bit channels use 0..5), else 0 (see [`Model::update`]).
+    absent: [u32; 8],
     /// First and last context value of each bucket.
     bucket_range: [(u8, u8); 8],
 }
@@ -220,6 +223,7 @@ impl Family {
             bucket_of: [0; 256],
             n_buckets: 0,
             bucket_range: [(0, 0); 8],
+            absent: [0x8000_0000; 8],
         };
         for l in 0..bpc {
             let li = l as usize;
@@ -229,6 +233,7 @@ impl Family {
             f.not_gr_suffix_len[li] = ceil_log2(levels - n_gr);
             f.not_gr_len[li] = prefix + f.not_gr_suffix_len[li];
             f.not_gr_prefix_mask[li] = low_mask(32 - prefix);
+            f.absent[li] = 0;
             for n in 0..256u32 {
                 let (cw, len) = if n < n_gr {
                     ((1 << l) | (n & low_mask(l)), (n >> l) + l + 1)
@@ -376,30 +381,33 @@ impl Model {
 
     /// Adds the cost of coding `val` in the bucket of `ctx` to each code number's
     /// counter and picks the cheapest (ties keep the larger code number).
+    ///
+    /// Branch-free over all eight counters: the minimum is taken over keys
+    /// `counter << 3 | (7 - code)` (so equal counters favour the larger code
+    /// number), with the top bit set for code numbers the family does not
+    /// have (their counters stay 0: their lengths are 0). Counters stay far
+    /// below 2^28 — they are halved whenever the smallest passes `trigger`
+    /// (at most 900), and a code adds at most 26 per value — so the keys
+    /// never overflow.
     #[inline]
     fn update(&mut self, fam: &Family, ctx: u8, val: u8, trigger: u32) {
         let b = usize::from(fam.bucket_of[usize::from(ctx)] & 7);
-        let bpc = fam.bpc as usize;
         let lens = &fam.code[usize::from(val)];
         let counters = &mut self.counters[b];
-        let mut best = bpc - 1;
-        counters[best] += lens[best] & 31;
-        let mut best_len = counters[best];
-        for l in (0..bpc - 1).rev() {
-            counters[l] += lens[l] & 31;
-            if counters[l] < best_len {
-                best = l;
-                best_len = counters[l];
-            }
+        let mut keys = [0u32; 8];
+        for (l, ((c, &len), k)) in counters.iter_mut().zip(lens).zip(&mut keys).enumerate() {
+            *c += len & 31;
+            *k = (*c << 3) | (7 - l as u32) | fam.absent[l];
         }
-        let best = u8::try_from(best).unwrap_or(0);
+        let min = keys.iter().fold(u32::MAX, |m, &k| m.min(k));
+        let best = 7 - (min & 7) as u8;
         if self.best[b] != best {
             self.best[b] = best;
             let (lo, hi) = fam.bucket_range[b];
             self.code_of[usize::from(lo)..=usize::from(hi)].fill(best);
         }
-        if best_len > trigger {
-            for c in &mut counters[..bpc] {
+        if (min & 0x7fff_ffff) >> 3 > trigger {
+            for c in counters.iter_mut() {
                 *c >>= 1;
             }
         }
