@@ -49,68 +49,17 @@ pub fn encode(img: &ImageRef<'_>, quality: u8) -> Result<Vec<u8>, CodecError> {
 
 /// Images from this many pixels on are worth [`encode_parallel`]'s threads.
 pub const PARALLEL_MIN_PIXELS: usize = 256 * 1024;
-/// Rows of one MCU (4:2:0 sampling).
-const MCU_ROWS: usize = 16;
-/// Columns of one MCU.
-const MCU_COLS: usize = 16;
-
-/// Where a baseline JFIF stream of this encoder keeps its parts: the frame
-/// header (SOF0), the scan header (SOS) and the entropy-coded data.
-#[derive(Debug, Clone, Copy)]
-struct JpegParts {
-    sof: usize,
-    sos: usize,
-    scan: usize,
-    end: usize,
-}
-
-/// Finds the parts of `data` (SOI, segments, SOS, scan, EOI).
-fn jpeg_parts(data: &[u8]) -> Result<JpegParts, CodecError> {
-    const BAD: CodecError = CodecError::Corrupt("JPEG band stream");
-    if data.get(..2) != Some(&[0xff, 0xd8])
-        || data.get(data.len().saturating_sub(2)..) != Some(&[0xff, 0xd9])
-    {
-        return Err(BAD);
-    }
-    let mut pos = 2;
-    let mut sof = None;
-    loop {
-        let seg = data.get(pos..pos + 4).ok_or(BAD)?;
-        if seg[0] != 0xff {
-            return Err(BAD);
-        }
-        let len = usize::from(u16::from_be_bytes([seg[2], seg[3]]));
-        match seg[1] {
-            0xc0 => sof = Some(pos),
-            0xda => {
-                let scan = pos + 2 + len;
-                let end = data.len() - 2;
-                if scan > end {
-                    return Err(BAD);
-                }
-                return Ok(JpegParts {
-                    sof: sof.ok_or(BAD)?,
-                    sos: pos,
-                    scan,
-                    end,
-                });
-            }
-            _ => {}
-        }
-        pos += 2 + len;
-    }
-}
 
 /// Encodes `img` like [`encode`], on up to `threads` threads for images of
 /// at least [`PARALLEL_MIN_PIXELS`]: the image is cut into bands of whole MCU
-/// rows, each band is encoded on its own as a complete JPEG (same tables:
-/// standard Huffman tables, same quality), and the bands' entropy-coded
-/// segments are joined with restart markers (`RST0`…`RST7` in turn) under
-/// one header that declares the full height and a restart interval (`DRI`) of
-/// one band's MCUs. A restart resets the DC predictions and byte-aligns the
-/// bit stream, which is exactly how each band's encoding starts and ends, so
-/// the result is byte for byte the single-threaded encoding with that restart
-/// interval — a baseline JPEG every decoder (libjpeg in spice-gtk) reads.
+/// rows, each band's entropy-coded data is made on its own thread
+/// ([`jpeg_enc::scan`]: DC predictions from 0, ending on a byte boundary),
+/// and the bands are joined with restart markers (`RST0`…`RST7` in turn)
+/// under headers that declare a restart interval (`DRI`) of one band's MCUs.
+/// A restart resets the DC predictions and byte-aligns the bit stream,
+/// exactly how each band starts and ends, so the result is byte for byte
+/// the single-threaded encoding with that restart interval — a baseline JPEG
+/// every decoder (libjpeg in spice-gtk) reads.
 ///
 /// # Errors
 /// As [`encode`].
@@ -121,39 +70,22 @@ pub fn encode_parallel(
 ) -> Result<Vec<u8>, CodecError> {
     img.validate()?;
     let (cols, rows) = (img.cols(), img.rows());
-    let mcu_cols = cols.div_ceil(MCU_COLS).max(1);
-    let mcu_rows = rows.div_ceil(MCU_ROWS);
+    let mcu_cols = jpeg_enc::mcu_cols(img).max(1);
+    let mcu_rows = jpeg_enc::mcu_rows(img);
     // The restart interval (MCUs of one band) must fit DRI's 16 bits.
     let max_band = (usize::from(u16::MAX) / mcu_cols).max(1);
     let band_mcu_rows = mcu_rows.div_ceil(threads.max(1)).clamp(1, max_band);
     let bands = mcu_rows.div_ceil(band_mcu_rows);
-    if threads <= 1
-        || bands <= 1
-        || cols * rows < PARALLEL_MIN_PIXELS
-        || u16::try_from(img.width).is_err()
-    {
+    if threads <= 1 || bands <= 1 || cols * rows < PARALLEL_MIN_PIXELS {
         return encode(img, quality);
     }
     let interval = u16::try_from(band_mcu_rows * mcu_cols)
         .map_err(|_| CodecError::Corrupt("JPEG restart interval"))?;
-    let band_rows = band_mcu_rows * MCU_ROWS;
-    // Visual rows [v0, v1) of the image as an image of their own.
-    let band = |k: usize| -> Result<Vec<u8>, CodecError> {
-        let v0 = k * band_rows;
-        let v1 = (v0 + band_rows).min(rows);
-        let first_stored = if img.top_down { v0 } else { rows - v1 };
-        let sub = ImageRef {
-            pixels: img
-                .pixels
-                .get(first_stored * img.stride..)
-                .ok_or(CodecError::BufferTooSmall)?,
-            height: u32::try_from(v1 - v0).map_err(|_| CodecError::BufferTooSmall)?,
-            ..*img
-        };
-        encode(&sub, quality)
-    };
+    // Headers first: they reject what JPEG cannot carry before any thread.
+    let mut out = jpeg_enc::headers(img, quality, interval)?;
+    let band = |k: usize| jpeg_enc::scan(img, quality, k * band_mcu_rows..(k + 1) * band_mcu_rows);
     let per_thread = bands.div_ceil(threads);
-    let encoded: Vec<Result<Vec<u8>, CodecError>> = std::thread::scope(|s| {
+    let coded: Vec<Result<Vec<u8>, CodecError>> = std::thread::scope(|s| {
         let band = &band;
         let handles: Vec<_> = (1..bands.div_ceil(per_thread))
             .map(|t| {
@@ -173,29 +105,14 @@ pub fn encode_parallel(
         }
         all
     });
-    let encoded = encoded.into_iter().collect::<Result<Vec<_>, _>>()?;
-    let first = encoded.first().ok_or(CodecError::Corrupt("JPEG bands"))?;
-    let parts = jpeg_parts(first)?;
-    let total: usize = encoded.iter().map(Vec::len).sum();
-    let mut out = Vec::with_capacity(total + 8 * bands);
-    out.extend_from_slice(&first[..parts.sos]);
-    // SOF0: marker, length, precision, then the height.
-    let height = u16::try_from(img.height).map_err(|_| CodecError::BadDimensions {
-        width: img.width,
-        height: img.height,
-    })?;
-    out.get_mut(parts.sof + 5..parts.sof + 7)
-        .ok_or(CodecError::Corrupt("JPEG band stream"))?
-        .copy_from_slice(&height.to_be_bytes());
-    out.extend_from_slice(&[0xff, 0xdd, 0, 4]);
-    out.extend_from_slice(&interval.to_be_bytes());
-    out.extend_from_slice(&first[parts.sos..parts.scan]);
-    for (k, data) in encoded.iter().enumerate() {
-        let p = if k == 0 { parts } else { jpeg_parts(data)? };
+    let coded = coded.into_iter().collect::<Result<Vec<_>, _>>()?;
+    out.reserve(coded.iter().map(Vec::len).sum::<usize>() + 2 * bands + 2);
+    for (k, data) in coded.iter().enumerate() {
         if k > 0 {
-            out.extend_from_slice(&[0xff, 0xd0 + u8::try_from((k - 1) % 8).unwrap_or(0)]);
+            let rst = u8::try_from((k - 1) % 8).unwrap_or(0);
+            out.extend_from_slice(&[0xff, 0xd0 + rst]);
         }
-        out.extend_from_slice(&data[p.scan..p.end]);
+        out.extend_from_slice(data);
     }
     out.extend_from_slice(&[0xff, 0xd9]);
     Ok(out)

@@ -18,6 +18,13 @@
 //! coder works from a 64-bit mask of the nonzero coefficients, precomputed
 //! (code, length) pairs and a 64-bit bit buffer written out 32 bits at a time
 //! with the `0xFF 0x00` byte stuffing only when one of those bytes is `0xFF`.
+//!
+//! [`encode`] writes a whole JPEG. For encoding in bands on several threads,
+//! [`headers`] and [`scan`] give its two parts separately: the headers, and
+//! the entropy-coded data of a range of MCU rows as it follows a restart
+//! marker (see `jpeg::encode_parallel`).
+
+use std::ops::Range;
 
 use super::{CodecError, ImageRef, PixelFormat};
 
@@ -639,6 +646,39 @@ fn convert_row(
     }
 }
 
+/// Checks that `img` is valid and that JPEG can carry it; returns its size
+/// as the frame header's 16-bit fields.
+fn check(img: &ImageRef<'_>) -> Result<(u16, u16), CodecError> {
+    img.validate()?;
+    let (Ok(w16), Ok(h16)) = (u16::try_from(img.width), u16::try_from(img.height)) else {
+        return Err(CodecError::BadDimensions {
+            width: img.width,
+            height: img.height,
+        });
+    };
+    match img.format {
+        PixelFormat::Rgb32 | PixelFormat::Rgba | PixelFormat::Rgb24 | PixelFormat::Rgb16 => {
+            Ok((w16, h16))
+        }
+        other => Err(CodecError::UnsupportedFormat {
+            codec: "JPEG",
+            format: other,
+        }),
+    }
+}
+
+/// Rows of MCUs of `img` (16 pixel rows each, the last one padded).
+#[must_use]
+pub fn mcu_rows(img: &ImageRef<'_>) -> usize {
+    img.rows().div_ceil(16)
+}
+
+/// Columns of MCUs of `img` (16 pixels each, the last one padded).
+#[must_use]
+pub fn mcu_cols(img: &ImageRef<'_>) -> usize {
+    img.cols().div_ceil(16)
+}
+
 /// Encodes `img` (RGB16/24/32 or RGBA, alpha ignored) as a baseline JFIF
 /// JPEG with 4:2:0 chroma at `quality` (1–100), rows top first, with a
 /// restart marker every `restart_interval` MCUs (0: none).
@@ -652,130 +692,177 @@ pub fn encode(
     quality: u8,
     restart_interval: u16,
 ) -> Result<Vec<u8>, CodecError> {
-    img.validate()?;
-    let (Ok(w16), Ok(h16)) = (u16::try_from(img.width), u16::try_from(img.height)) else {
-        return Err(CodecError::BadDimensions {
-            width: img.width,
-            height: img.height,
-        });
-    };
-    match img.format {
-        PixelFormat::Rgb32 | PixelFormat::Rgba | PixelFormat::Rgb24 | PixelFormat::Rgb16 => {}
-        other => {
-            return Err(CodecError::UnsupportedFormat {
-                codec: "JPEG",
-                format: other,
-            });
-        }
-    }
-    let luma_q = QuantTable::new(&LUMA_Q, quality);
-    let chroma_q = QuantTable::new(&CHROMA_Q, quality);
-    let luma_t = Tables {
-        dc: huffman_codes(&DC_LUMA_BITS, &DC_VALS),
-        ac: huffman_codes(&AC_LUMA_BITS, &AC_LUMA_VALS),
-    };
-    let chroma_t = Tables {
-        dc: huffman_codes(&DC_CHROMA_BITS, &DC_VALS),
-        ac: huffman_codes(&AC_CHROMA_BITS, &AC_CHROMA_VALS),
-    };
-    let dct = Dct::new();
-    let (cols, rows) = (img.cols(), img.rows());
-    let mcu_cols = cols.div_ceil(16);
-    let mcu_rows = rows.div_ceil(16);
-    let pw = mcu_cols * 16;
-    let cw = pw / 2;
-
-    let mut out = Vec::with_capacity(img.row_bytes() * rows / 10 + 1024);
-    write_headers(&mut out, w16, h16, &luma_q, &chroma_q, restart_interval);
-    let pos = out.len();
-    let mut bw = BitWriter {
-        buf: out,
-        pos,
-        acc: 0,
-        nbits: 0,
-    };
-
-    let mut rgb = [vec![0f32; pw], vec![0f32; pw], vec![0f32; pw]];
-    let mut yplane = vec![0f32; pw * 16];
-    // Cb, Cr of two rows, then the 2×2 averages of the MCU row.
-    let mut cb2 = vec![0f32; pw * 2];
-    let mut cr2 = vec![0f32; pw * 2];
-    let mut cbp = vec![0f32; cw * 8];
-    let mut crp = vec![0f32; cw * 8];
-    let mut ty = vec![0f32; pw * 16];
-    let mut tcb = vec![0f32; cw * 8];
-    let mut tcr = vec![0f32; cw * 8];
-    let mut sd = Vec::new();
-    let mut preds = [0i32; 3];
-    let mut mcus_left = restart_interval;
-    let mut restarts = 0u8;
-
-    for my in 0..mcu_rows {
-        for pair in 0..8 {
-            for half in 0..2 {
-                let v = (my * 16 + pair * 2 + half).min(rows - 1);
-                let stored = if img.top_down { v } else { rows - 1 - v };
-                let line = pair * 2 + half;
-                let (cb_dst, cr_dst) = (
-                    &mut cb2[half * pw..(half + 1) * pw],
-                    &mut cr2[half * pw..(half + 1) * pw],
-                );
-                convert_row(
-                    img.row(stored),
-                    img.format,
-                    cols,
-                    &mut rgb,
-                    [&mut yplane[line * pw..(line + 1) * pw], cb_dst, cr_dst],
-                );
-            }
-            for (two, plane) in [(&mut cb2, &mut cbp), (&mut cr2, &mut crp)] {
-                // Rows summed in place, then horizontal pairs averaged.
-                let (c0, c1) = two.split_at_mut(pw);
-                for (a, &b) in c0.iter_mut().zip(&*c1) {
-                    *a += b;
-                }
-                let o = &mut plane[pair * cw..(pair + 1) * cw];
-                for (o, p) in o.iter_mut().zip(c0.as_chunks::<2>().0) {
-                    *o = 0.25 * (p[0] + p[1]);
-                }
-            }
-        }
-        dct.vertical(&yplane, pw, pw, &mut ty[..pw * 8], &mut sd);
-        dct.vertical(&yplane[pw * 8..], pw, pw, &mut ty[pw * 8..], &mut sd);
-        dct.vertical(&cbp, cw, cw, &mut tcb, &mut sd);
-        dct.vertical(&crp, cw, cw, &mut tcr, &mut sd);
-        for mx in 0..mcu_cols {
-            if restart_interval > 0 && mcus_left == 0 {
-                bw.flush();
-                bw.byte(0xff);
-                bw.byte(0xd0 + restarts);
-                restarts = (restarts + 1) % 8;
-                preds = [0; 3];
-                mcus_left = restart_interval;
-            }
-            bw.reserve();
-            let x = mx * 16;
-            for (top, ox) in [
-                (&ty[..], 0),
-                (&ty[..], 8),
-                (&ty[pw * 8..], 0),
-                (&ty[pw * 8..], 8),
-            ] {
-                let zz = dct.horizontal_quant(top, pw, x + ox, &luma_q);
-                encode_block(&mut bw, &zz, &mut preds[0], &luma_t);
-            }
-            let zz = dct.horizontal_quant(&tcb, cw, mx * 8, &chroma_q);
-            encode_block(&mut bw, &zz, &mut preds[1], &chroma_t);
-            let zz = dct.horizontal_quant(&tcr, cw, mx * 8, &chroma_q);
-            encode_block(&mut bw, &zz, &mut preds[2], &chroma_t);
-            mcus_left = mcus_left.wrapping_sub(1);
-        }
-    }
-    bw.flush();
-    let mut out = bw.buf;
-    out.truncate(bw.pos);
+    let mut out = headers(img, quality, restart_interval)?;
+    out.reserve(img.row_bytes() * img.rows() / 10 + 2);
+    let mut out = Scan::new(quality, out).code(img, 0..mcu_rows(img), restart_interval);
     out.extend_from_slice(&[0xff, 0xd9]);
     Ok(out)
+}
+
+/// Everything of [`encode`]'s output before the entropy-coded data: SOI,
+/// APP0, DQT, SOF0 (the full image size), DHT, DRI when `restart_interval`
+/// is not 0, and SOS.
+///
+/// # Errors
+/// As [`encode`].
+pub fn headers(
+    img: &ImageRef<'_>,
+    quality: u8,
+    restart_interval: u16,
+) -> Result<Vec<u8>, CodecError> {
+    let (w16, h16) = check(img)?;
+    let mut out = Vec::with_capacity(640);
+    write_headers(
+        &mut out,
+        w16,
+        h16,
+        &QuantTable::new(&LUMA_Q, quality),
+        &QuantTable::new(&CHROMA_Q, quality),
+        restart_interval,
+    );
+    Ok(out)
+}
+
+/// The entropy-coded data of the MCU rows `rows` of `img` as [`encode`] at
+/// `quality` codes them right after a restart marker: DC predictions start
+/// at 0 and the data ends padded to a whole byte. Joined with `RSTn`
+/// markers under [`headers`] that declare a restart interval of the rows'
+/// MCUs, such segments make a JPEG byte for byte equal to [`encode`]'s with
+/// that interval.
+///
+/// # Errors
+/// As [`encode`]; rows past the image code nothing.
+pub fn scan(img: &ImageRef<'_>, quality: u8, rows: Range<usize>) -> Result<Vec<u8>, CodecError> {
+    check(img)?;
+    let cap = img.row_bytes() * 16 * rows.len().min(mcu_rows(img)) / 10 + 64;
+    Ok(Scan::new(quality, Vec::with_capacity(cap)).code(img, rows, 0))
+}
+
+/// The tables of one quality and the bit writer of one entropy-coded stream.
+struct Scan {
+    luma_q: QuantTable,
+    chroma_q: QuantTable,
+    luma_t: Tables,
+    chroma_t: Tables,
+    dct: Dct,
+    bw: BitWriter,
+}
+
+impl Scan {
+    /// Tables for `quality`; the stream is appended to `out`.
+    fn new(quality: u8, out: Vec<u8>) -> Self {
+        let pos = out.len();
+        Self {
+            luma_q: QuantTable::new(&LUMA_Q, quality),
+            chroma_q: QuantTable::new(&CHROMA_Q, quality),
+            luma_t: Tables {
+                dc: huffman_codes(&DC_LUMA_BITS, &DC_VALS),
+                ac: huffman_codes(&AC_LUMA_BITS, &AC_LUMA_VALS),
+            },
+            chroma_t: Tables {
+                dc: huffman_codes(&DC_CHROMA_BITS, &DC_VALS),
+                ac: huffman_codes(&AC_CHROMA_BITS, &AC_CHROMA_VALS),
+            },
+            dct: Dct::new(),
+            bw: BitWriter {
+                buf: out,
+                pos,
+                acc: 0,
+                nbits: 0,
+            },
+        }
+    }
+
+    /// Codes the MCU rows `rows` of a checked `img` (a restart marker every
+    /// `restart_interval` MCUs, 0: none), flushes, and returns the output.
+    fn code(mut self, img: &ImageRef<'_>, rows: Range<usize>, restart_interval: u16) -> Vec<u8> {
+        let (cols, rows_px) = (img.cols(), img.rows());
+        let mcu_cols = cols.div_ceil(16);
+        let pw = mcu_cols * 16;
+        let cw = pw / 2;
+        let (dct, bw) = (&self.dct, &mut self.bw);
+
+        let mut rgb = [vec![0f32; pw], vec![0f32; pw], vec![0f32; pw]];
+        let mut yplane = vec![0f32; pw * 16];
+        // Cb, Cr of two rows, then the 2×2 averages of the MCU row.
+        let mut cb2 = vec![0f32; pw * 2];
+        let mut cr2 = vec![0f32; pw * 2];
+        let mut cbp = vec![0f32; cw * 8];
+        let mut crp = vec![0f32; cw * 8];
+        let mut ty = vec![0f32; pw * 16];
+        let mut tcb = vec![0f32; cw * 8];
+        let mut tcr = vec![0f32; cw * 8];
+        let mut sd = Vec::new();
+        let mut preds = [0i32; 3];
+        let mut mcus_left = restart_interval;
+        let mut restarts = 0u8;
+
+        for my in rows.start..rows.end.min(rows_px.div_ceil(16)) {
+            for pair in 0..8 {
+                for half in 0..2 {
+                    let v = (my * 16 + pair * 2 + half).min(rows_px - 1);
+                    let stored = if img.top_down { v } else { rows_px - 1 - v };
+                    let line = pair * 2 + half;
+                    let (cb_dst, cr_dst) = (
+                        &mut cb2[half * pw..(half + 1) * pw],
+                        &mut cr2[half * pw..(half + 1) * pw],
+                    );
+                    convert_row(
+                        img.row(stored),
+                        img.format,
+                        cols,
+                        &mut rgb,
+                        [&mut yplane[line * pw..(line + 1) * pw], cb_dst, cr_dst],
+                    );
+                }
+                for (two, plane) in [(&mut cb2, &mut cbp), (&mut cr2, &mut crp)] {
+                    // Rows summed in place, then horizontal pairs averaged.
+                    let (c0, c1) = two.split_at_mut(pw);
+                    for (a, &b) in c0.iter_mut().zip(&*c1) {
+                        *a += b;
+                    }
+                    let o = &mut plane[pair * cw..(pair + 1) * cw];
+                    for (o, p) in o.iter_mut().zip(c0.as_chunks::<2>().0) {
+                        *o = 0.25 * (p[0] + p[1]);
+                    }
+                }
+            }
+            dct.vertical(&yplane, pw, pw, &mut ty[..pw * 8], &mut sd);
+            dct.vertical(&yplane[pw * 8..], pw, pw, &mut ty[pw * 8..], &mut sd);
+            dct.vertical(&cbp, cw, cw, &mut tcb, &mut sd);
+            dct.vertical(&crp, cw, cw, &mut tcr, &mut sd);
+            for mx in 0..mcu_cols {
+                if restart_interval > 0 && mcus_left == 0 {
+                    bw.flush();
+                    bw.byte(0xff);
+                    bw.byte(0xd0 + restarts);
+                    restarts = (restarts + 1) % 8;
+                    preds = [0; 3];
+                    mcus_left = restart_interval;
+                }
+                bw.reserve();
+                let x = mx * 16;
+                for (top, ox) in [
+                    (&ty[..], 0),
+                    (&ty[..], 8),
+                    (&ty[pw * 8..], 0),
+                    (&ty[pw * 8..], 8),
+                ] {
+                    let zz = dct.horizontal_quant(top, pw, x + ox, &self.luma_q);
+                    encode_block(bw, &zz, &mut preds[0], &self.luma_t);
+                }
+                let zz = dct.horizontal_quant(&tcb, cw, mx * 8, &self.chroma_q);
+                encode_block(bw, &zz, &mut preds[1], &self.chroma_t);
+                let zz = dct.horizontal_quant(&tcr, cw, mx * 8, &self.chroma_q);
+                encode_block(bw, &zz, &mut preds[2], &self.chroma_t);
+                mcus_left = mcus_left.wrapping_sub(1);
+            }
+        }
+        bw.flush();
+        let mut out = std::mem::take(&mut bw.buf);
+        out.truncate(bw.pos);
+        out
+    }
 }
 
 #[cfg(test)]
@@ -813,6 +900,24 @@ mod tests {
             }
         }
         px
+    }
+
+    #[test]
+    fn headers_and_scans_make_the_whole_encoding() {
+        let px = pattern(100, 70);
+        let img = ImageRef::new(&px, 100, 70, 400, PixelFormat::Rgb32, false).unwrap();
+        assert_eq!((mcu_cols(&img), mcu_rows(&img)), (7, 5));
+        let mut joined = headers(&img, 85, 0).unwrap();
+        joined.extend_from_slice(&scan(&img, 85, 0..5).unwrap());
+        joined.extend_from_slice(&[0xff, 0xd9]);
+        assert_eq!(joined, encode(&img, 85, 0).unwrap());
+        // Rows past the image code nothing; empty ranges too.
+        assert!(scan(&img, 85, 5..9).unwrap().is_empty());
+        assert!(scan(&img, 85, 3..3).unwrap().is_empty());
+        // What JPEG cannot carry is refused by both.
+        let pal = ImageRef::new(&px, 100, 70, 100, PixelFormat::Plt8, true).unwrap();
+        headers(&pal, 85, 0).unwrap_err();
+        scan(&pal, 85, 0..1).unwrap_err();
     }
 
     #[test]

@@ -395,9 +395,16 @@ impl Model {
         let lens = &fam.code[usize::from(val)];
         let counters = &mut self.counters[b];
         let mut keys = [0u32; 8];
-        for (l, ((c, &len), k)) in counters.iter_mut().zip(lens).zip(&mut keys).enumerate() {
+        // `7 - code` per code number: the tie-break in the low bits.
+        const RANK: [u32; 8] = [7, 6, 5, 4, 3, 2, 1, 0];
+        for (((c, &len), k), (&rank, &absent)) in counters
+            .iter_mut()
+            .zip(lens)
+            .zip(&mut keys)
+            .zip(RANK.iter().zip(&fam.absent))
+        {
             *c += len & 31;
-            *k = (*c << 3) | (7 - l as u32) | fam.absent[l];
+            *k = (*c << 3) | rank | absent;
         }
         let min = keys.iter().fold(u32::MAX, |m, &k| m.min(k));
         let best = 7 - (min & 7) as u8;
