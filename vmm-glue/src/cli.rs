@@ -7,6 +7,8 @@
 //! Each may also be given as its own flag (`--port 5901`, `--password x`, …).
 
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use spice_server::server::{ImageCompression, ServerConfig, WanCompression};
@@ -86,6 +88,34 @@ fn on_off(key: &str, v: &str) -> Result<bool> {
     }
 }
 
+/// The value after `flag` on the command line.
+///
+/// # Errors
+/// [`Error::Usage`] when the command line ends there.
+pub fn flag_value<'a>(rest: &mut impl Iterator<Item = &'a String>, flag: &str) -> Result<&'a str> {
+    rest.next()
+        .map(String::as_str)
+        .ok_or_else(|| Error::Usage(format!("{flag} needs a value")))
+}
+
+/// `flag`'s value `s` as a number.
+///
+/// # Errors
+/// [`Error::Usage`] when it is not one.
+pub fn flag_number<T: std::str::FromStr>(s: &str, flag: &str) -> Result<T> {
+    s.parse()
+        .map_err(|_| Error::Usage(format!("{flag} {s}: not a number")))
+}
+
+/// Sets `stop` when the user presses Ctrl-C (SIGINT or SIGTERM).
+///
+/// # Errors
+/// [`Error::Usage`] when the handler cannot be installed (one per process).
+pub fn stop_on_ctrl_c(stop: Arc<AtomicBool>) -> Result<()> {
+    ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
+        .map_err(|e| Error::Usage(format!("cannot install the Ctrl-C handler: {e}")))
+}
+
 impl SpiceOptions {
     /// Apply one `key=value` setting.
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
@@ -138,6 +168,42 @@ impl SpiceOptions {
             _ => return Err(Error::Usage(format!("unknown SPICE option {key}"))),
         }
         Ok(())
+    }
+
+    /// Takes `flag` if it is one of the SPICE flags every subcommand has
+    /// (`--spice LIST`, `--port`, `--addr`, `--password`,
+    /// `--image-compression`, `--streaming-video`, each with a value from
+    /// `rest`, and `--disable-ticketing`). Returns whether it was.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] for a missing or bad value.
+    pub fn take_flag<'a>(
+        &mut self,
+        flag: &str,
+        rest: &mut impl Iterator<Item = &'a String>,
+    ) -> Result<bool> {
+        match flag {
+            "--spice" => self.set_list(flag_value(rest, flag)?)?,
+            "--port" | "--addr" | "--password" | "--image-compression" | "--streaming-video" => {
+                self.set(flag.trim_start_matches("--"), flag_value(rest, flag)?)?;
+            }
+            "--disable-ticketing" => self.disable_ticketing = true,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The server configuration for a user's own session (`demo`, `replay`,
+    /// `boot`): without a password, the server runs without ticketing rather
+    /// than refusing to start.
+    ///
+    /// # Errors
+    /// As [`SpiceOptions::server_config`].
+    pub fn local_server_config(mut self) -> Result<ServerConfig> {
+        if self.password.is_none() {
+            self.disable_ticketing = true;
+        }
+        self.server_config()
     }
 
     /// Apply a QEMU-style list `key=value,key=value`.
@@ -249,5 +315,55 @@ mod tests {
         SpiceOptions::default().server_config().unwrap_err();
         o.set_list("disable-ticketing=on").unwrap();
         o.server_config().unwrap();
+    }
+
+    #[test]
+    fn subcommands_take_the_spice_flags_and_leave_the_rest() {
+        let args: Vec<String> = [
+            "--port",
+            "5933",
+            "--frames",
+            "3",
+            "--spice",
+            "addr=127.0.0.3,image-compression=lz",
+            "--disable-ticketing",
+            "--password",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let mut o = SpiceOptions::default();
+        let mut left = Vec::new();
+        let mut it = args.iter();
+        let mut last = Ok(());
+        while let Some(a) = it.next() {
+            match o.take_flag(a, &mut it) {
+                Ok(true) => {}
+                Ok(false) => left.push(a.clone()),
+                Err(e) => last = Err(e),
+            }
+        }
+        assert_eq!(left, ["--frames", "3"]);
+        assert_eq!(o.port, 5933);
+        assert_eq!(o.addr, "127.0.0.3".parse::<IpAddr>().unwrap());
+        assert_eq!(o.image_compression, "lz");
+        assert!(o.disable_ticketing);
+        // `--password` at the end has no value.
+        assert!(matches!(last, Err(Error::Usage(m)) if m.contains("needs a value")));
+        assert_eq!(flag_number::<u32>("12", "--fps").unwrap(), 12);
+        flag_number::<u32>("x", "--fps").unwrap_err();
+        // Without a password a local session serves without ticketing; with
+        // one, ticketing stays on.
+        assert!(
+            SpiceOptions::default()
+                .local_server_config()
+                .unwrap()
+                .disable_ticketing
+        );
+        let mut p = SpiceOptions::default();
+        p.set("password", "pw").unwrap();
+        let c = p.local_server_config().unwrap();
+        assert!(!c.disable_ticketing);
+        assert_eq!(c.password.as_deref(), Some("pw"));
     }
 }

@@ -634,31 +634,22 @@ pub const REPLAY_USAGE: &str = "usage: qxl-vmm replay FILE[.zst] [--spice key=va
 /// `--speed 0`: as fast as possible); `--frames N` stops after N draw
 /// commands. The SPICE options are those of `qxl-vmm demo`.
 pub fn replay_command(args: &[String]) -> Result<()> {
-    let mut spice = crate::cli::SpiceOptions::default();
+    use crate::cli::{SpiceOptions, flag_number, flag_value, stop_on_ctrl_c};
+    let mut spice = SpiceOptions::default();
     let mut file = None;
     let mut replay = ReplayOptions {
         speed: Some(1.0),
         max_draws: None,
     };
     let mut it = args.iter();
-    let value = |it: &mut std::slice::Iter<'_, String>, flag: &str| {
-        it.next()
-            .cloned()
-            .ok_or_else(|| Error::Usage(format!("{flag} needs a value")))
-    };
     while let Some(a) = it.next() {
+        if spice.take_flag(a, &mut it)? {
+            continue;
+        }
         match a.as_str() {
-            "--spice" => spice.set_list(&value(&mut it, a)?)?,
-            "--port" | "--addr" | "--password" | "--image-compression" | "--streaming-video" => {
-                spice.set(a.trim_start_matches("--"), &value(&mut it, a)?)?;
-            }
-            "--disable-ticketing" => spice.disable_ticketing = true,
             "--fast" => replay.speed = None,
             "--speed" => {
-                let v = value(&mut it, a)?;
-                let s: f64 = v
-                    .parse()
-                    .map_err(|_| Error::Usage(format!("--speed {v}: not a number")))?;
+                let s: f64 = flag_number(flag_value(&mut it, a)?, a)?;
                 if !(0.0..=1000.0).contains(&s) {
                     return Err(Error::Usage(
                         "--speed: 0 (as fast as possible) to 1000".into(),
@@ -666,13 +657,7 @@ pub fn replay_command(args: &[String]) -> Result<()> {
                 }
                 replay.speed = (s > 0.0).then_some(s);
             }
-            "--frames" => {
-                let v = value(&mut it, a)?;
-                replay.max_draws = Some(
-                    v.parse()
-                        .map_err(|_| Error::Usage(format!("--frames {v}: not a number")))?,
-                );
-            }
+            "--frames" => replay.max_draws = Some(flag_number(flag_value(&mut it, a)?, a)?),
             "-h" | "--help" => {
                 println!("{REPLAY_USAGE}");
                 return Ok(());
@@ -691,15 +676,9 @@ pub fn replay_command(args: &[String]) -> Result<()> {
         }
     }
     let file = file.ok_or_else(|| Error::Usage(REPLAY_USAGE.into()))?;
-    // Like the demo: on loopback without a password, serve without ticketing.
-    if spice.password.is_none() {
-        spice.disable_ticketing = true;
-    }
-    let server = spice.server_config()?;
+    let server = spice.local_server_config()?;
     let mut srv = ReplayServer::start(&file, ServeOptions { server, replay })?;
-    let stop = srv.stop_flag();
-    ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
-        .map_err(|e| Error::Usage(format!("cannot install the Ctrl-C handler: {e}")))?;
+    stop_on_ctrl_c(srv.stop_flag())?;
     if let Some(a) = srv.local_addr() {
         eprintln!(
             "qxl-vmm replay: serving SPICE on {a} — connect with `remote-viewer spice://{}:{}`; Ctrl-C stops",

@@ -27,9 +27,8 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 
-use vmm_glue::cli::SpiceOptions;
+use vmm_glue::cli::{SpiceOptions, flag_number as number, flag_value as value, stop_on_ctrl_c};
 use vmm_glue::demo::{Demo, DemoOptions};
 use vmm_glue::error::{Error, Result};
 use vmm_glue::scene::{DesktopScene, Scene, SlideshowScene};
@@ -41,17 +40,6 @@ const USAGE: &str = "usage: qxl-vmm demo [--spice key=value,...] [--port N] [--a
        qxl-vmm boot --kernel PATH [--initrd PATH] [--cmdline STR] [--mem MiB] [same SPICE options] \
 [--serial stdout|FILE] [--no-input]";
 
-fn value<'a>(it: &mut impl Iterator<Item = &'a String>, flag: &str) -> Result<&'a str> {
-    it.next()
-        .map(String::as_str)
-        .ok_or_else(|| Error::Usage(format!("{flag} needs a value")))
-}
-
-fn number<T: std::str::FromStr>(s: &str, flag: &str) -> Result<T> {
-    s.parse()
-        .map_err(|_| Error::Usage(format!("{flag} {s}: not a number")))
-}
-
 fn demo(args: &[String]) -> Result<()> {
     let mut spice = SpiceOptions::default();
     let mut scene_name = "desktop".to_owned();
@@ -60,12 +48,10 @@ fn demo(args: &[String]) -> Result<()> {
     let mut fps = 30;
     let mut it = args.iter();
     while let Some(a) = it.next() {
+        if spice.take_flag(a, &mut it)? {
+            continue;
+        }
         match a.as_str() {
-            "--spice" => spice.set_list(value(&mut it, a)?)?,
-            "--port" | "--addr" | "--password" | "--image-compression" | "--streaming-video" => {
-                spice.set(a.trim_start_matches("--"), value(&mut it, a)?)?;
-            }
-            "--disable-ticketing" => spice.disable_ticketing = true,
             "--scene" => value(&mut it, a)?.clone_into(&mut scene_name),
             "--size" => {
                 let v = value(&mut it, a)?;
@@ -86,11 +72,6 @@ fn demo(args: &[String]) -> Result<()> {
             other => return Err(Error::Usage(format!("unknown option {other}\n{USAGE}"))),
         }
     }
-    // The demo serves a synthetic desktop on loopback: without a password it
-    // runs without ticketing rather than refusing to start.
-    if spice.password.is_none() {
-        spice.disable_ticketing = true;
-    }
     let scene: Box<dyn Scene> = match scene_name.split_once(':') {
         None if scene_name == "desktop" => Box::new(DesktopScene::new(width, height)),
         Some(("slideshow", dir)) => Box::new(SlideshowScene::load(&PathBuf::from(dir), 90)?),
@@ -100,7 +81,7 @@ fn demo(args: &[String]) -> Result<()> {
             )));
         }
     };
-    let server = spice.server_config()?;
+    let server = spice.local_server_config()?;
     let addr = (server.addr, server.port);
     let demo = Demo::start(
         DemoOptions {
@@ -110,9 +91,7 @@ fn demo(args: &[String]) -> Result<()> {
         },
         scene,
     )?;
-    let stop = demo.stop_flag();
-    ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
-        .map_err(|e| Error::Usage(format!("cannot install the Ctrl-C handler: {e}")))?;
+    stop_on_ctrl_c(demo.stop_flag())?;
     eprintln!(
         "qxl-vmm demo: serving SPICE on {}:{} — connect with `remote-viewer spice://{}:{}`; Ctrl-C stops",
         addr.0, addr.1, addr.0, addr.1
@@ -131,12 +110,10 @@ fn boot(args: &[String]) -> Result<()> {
         (None, None, None, 512, SerialOut::Stdout);
     let mut it = args.iter();
     while let Some(a) = it.next() {
+        if spice.take_flag(a, &mut it)? {
+            continue;
+        }
         match a.as_str() {
-            "--spice" => spice.set_list(value(&mut it, a)?)?,
-            "--port" | "--addr" | "--password" | "--image-compression" | "--streaming-video" => {
-                spice.set(a.trim_start_matches("--"), value(&mut it, a)?)?;
-            }
-            "--disable-ticketing" => spice.disable_ticketing = true,
             "--no-input" => no_input = true,
             "--kernel" => kernel = Some(PathBuf::from(value(&mut it, a)?)),
             "--initrd" => initrd = Some(PathBuf::from(value(&mut it, a)?)),
@@ -156,11 +133,8 @@ fn boot(args: &[String]) -> Result<()> {
             other => return Err(Error::Usage(format!("unknown option {other}\n{USAGE}"))),
         }
     }
-    if spice.password.is_none() {
-        spice.disable_ticketing = true;
-    }
     let kernel = kernel.ok_or_else(|| Error::Usage(format!("boot needs --kernel\n{USAGE}")))?;
-    let mut opts = BootOptions::new(kernel, spice.server_config()?);
+    let mut opts = BootOptions::new(kernel, spice.local_server_config()?);
     opts.initrd = initrd;
     if let Some(c) = cmdline {
         opts.cmdline = c;
@@ -173,9 +147,7 @@ fn boot(args: &[String]) -> Result<()> {
         opts.stall_timeout = std::time::Duration::from_secs(secs);
     }
     let mut vm = vmm_glue::boot::start(opts)?;
-    let stop = vm.stop_flag();
-    ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
-        .map_err(|e| Error::Usage(format!("cannot install the Ctrl-C handler: {e}")))?;
+    stop_on_ctrl_c(vm.stop_flag())?;
     if let Some(addr) = vm.spice_addr() {
         eprintln!(
             "qxl-vmm boot: serving SPICE on {addr} — connect with `remote-viewer spice://{addr}`"
