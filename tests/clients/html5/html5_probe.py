@@ -308,6 +308,8 @@ def start_chromium(args, home, log_path, procs):
         HOME=home,
         XDG_CONFIG_HOME=os.path.join(home, "config"),
         XDG_CACHE_HOME=os.path.join(home, "cache"),
+        # Its singleton socket directories too (removed with `home`).
+        TMPDIR=home,
     )
     # Our ends and Chromium's: it reads commands on fd 3 and writes replies on fd 4.
     cmd_r, cmd_w = os.pipe()
