@@ -166,6 +166,38 @@ fn server_caps_and_main_init() {
     assert_eq!(read_reply(&mut s).channel_caps, vec![1]);
 }
 
+/// CVE-2017-7506: spice-server trusted `num_of_monitors` of a client's
+/// `VD_AGENT_MONITORS_CONFIG`. Here no agent is attached: agent data from
+/// the client is dropped unparsed, whatever it claims, and the session goes
+/// on (the next request is answered).
+#[test]
+fn client_agent_monitors_config_is_dropped_and_the_session_goes_on() {
+    let h = start(open_config());
+    let addr = h.server.local_addr();
+    let (mut m, _) = session(addr);
+    assert_eq!(read_mini(&mut m).0, 106, "MULTI_MEDIA_TIME");
+    send_mini(&mut m, 106, &10u32.to_le_bytes()); // AGENT_START, 10 tokens
+    // VDAgentMessage: protocol 1, type 2 (MONITORS_CONFIG), opaque, size;
+    // then VDAgentMonitorsConfig claiming 2^32 - 1 monitors in 8 bytes.
+    let mut agent = Vec::new();
+    agent.extend_from_slice(&1u32.to_le_bytes());
+    agent.extend_from_slice(&2u32.to_le_bytes());
+    agent.extend_from_slice(&0u64.to_le_bytes());
+    agent.extend_from_slice(&8u32.to_le_bytes());
+    agent.extend_from_slice(&u32::MAX.to_le_bytes());
+    agent.extend_from_slice(&0u32.to_le_bytes());
+    for _ in 0..3 {
+        send_mini(&mut m, 107, &agent); // AGENT_DATA
+    }
+    // A chunk as long as a VDAgent chunk may be, claiming the same.
+    let mut big = agent.clone();
+    big.resize(2048, 0xff);
+    send_mini(&mut m, 107, &big);
+    send_mini(&mut m, 104, &[]); // ATTACH_CHANNELS
+    let (ty, _) = read_mini(&mut m);
+    assert_eq!(ty, 104, "CHANNELS_LIST after the agent data");
+}
+
 #[test]
 fn full_header_when_the_client_has_no_mini_header() {
     let h = start(open_config());
@@ -203,6 +235,11 @@ fn link_errors() {
         9,
         "playback: CHANNEL_NOT_AVAILABLE"
     );
+    // No smartcard, usbredir, port or webdav channel (8-11) is offered, so
+    // no parser of theirs (CVE-2016-0749) is reachable.
+    for ty in [8u8, 9, 10, 11] {
+        assert_eq!(link(addr, id, ty, MINI, "pw").1, 9, "channel type {ty}");
+    }
     assert_eq!(link(addr, id, 2, MINI, "pw").1, 0);
 
     // Version mismatch and malformed link messages: an error reply, then close.
