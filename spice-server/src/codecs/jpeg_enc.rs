@@ -134,17 +134,20 @@ const fn layout_natural(i: usize) -> usize {
 }
 
 /// Zigzag position → block position in the DCT's output layout.
-const ZIGZAG_SRC: [usize; 64] = zigzag_src();
+const ZIGZAG_SRC: [u8; 64] = zigzag_src();
 
 /// Builds [`ZIGZAG_SRC`].
-const fn zigzag_src() -> [usize; 64] {
-    let mut out = [0usize; 64];
+const fn zigzag_src() -> [u8; 64] {
+    let mut out = [0u8; 64];
     let mut k = 0;
     while k < 64 {
         let mut i = 0;
         while i < 64 {
             if layout_natural(i) == ZIGZAG[k] {
-                out[k] = i;
+                #[allow(clippy::cast_possible_truncation)] // i < 64.
+                {
+                    out[k] = i as u8;
+                }
             }
             i += 1;
         }
@@ -269,7 +272,14 @@ impl Dct {
     // Not inlined, nor are `encode_block` and `convert_row`: the hot loops
     // keep their registers apart (measured: ~7% faster than inlined).
     #[inline(never)]
-    fn horizontal_quant(&self, t: &[f32], width: usize, x: usize, q: &QuantTable) -> [i32; 64] {
+    fn horizontal_quant(
+        &self,
+        t: &[f32],
+        width: usize,
+        x: usize,
+        q: &QuantTable,
+        zz: &mut [i32; 64],
+    ) {
         let mut c = [0f32; 64];
         for (v, cv) in c.as_chunks_mut::<8>().0.iter_mut().enumerate() {
             let start = v * width + x;
@@ -291,15 +301,16 @@ impl Dct {
             cv[..4].copy_from_slice(&e);
             cv[4..].copy_from_slice(&o);
         }
-        let mut flat = [0i32; 64];
-        for ((f, &x), &r) in flat.iter_mut().zip(&c).zip(&q.recip) {
-            // Round to nearest through the float mantissa (|x| < 2^22).
-            *f = (x * r + 12_582_912.0)
+        // Round to nearest through the float mantissa (|x| < 2^22).
+        let flat: [i32; 64] = std::array::from_fn(|i| {
+            (c[i] * q.recip[i] + 12_582_912.0)
                 .to_bits()
                 .wrapping_sub(0x4b40_0000)
-                .cast_signed();
+                .cast_signed()
+        });
+        for (z, &src) in zz.iter_mut().zip(&ZIGZAG_SRC) {
+            *z = flat[usize::from(src)];
         }
-        std::array::from_fn(|k| flat[ZIGZAG_SRC[k]])
     }
 }
 
@@ -794,6 +805,7 @@ impl Scan {
         let mut tcr = vec![0f32; cw * 8];
         let mut sd = Vec::new();
         let mut preds = [0i32; 3];
+        let mut zz = [0i32; 64];
         let mut mcus_left = restart_interval;
         let mut restarts = 0u8;
 
@@ -848,12 +860,12 @@ impl Scan {
                     (&ty[pw * 8..], 0),
                     (&ty[pw * 8..], 8),
                 ] {
-                    let zz = dct.horizontal_quant(top, pw, x + ox, &self.luma_q);
+                    dct.horizontal_quant(top, pw, x + ox, &self.luma_q, &mut zz);
                     encode_block(bw, &zz, &mut preds[0], &self.luma_t);
                 }
-                let zz = dct.horizontal_quant(&tcb, cw, mx * 8, &self.chroma_q);
+                dct.horizontal_quant(&tcb, cw, mx * 8, &self.chroma_q, &mut zz);
                 encode_block(bw, &zz, &mut preds[1], &self.chroma_t);
-                let zz = dct.horizontal_quant(&tcr, cw, mx * 8, &self.chroma_q);
+                dct.horizontal_quant(&tcr, cw, mx * 8, &self.chroma_q, &mut zz);
                 encode_block(bw, &zz, &mut preds[2], &self.chroma_t);
                 mcus_left = mcus_left.wrapping_sub(1);
             }
