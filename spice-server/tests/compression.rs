@@ -268,12 +268,19 @@ fn converge(p: &mut Probe, h: &Harness, what: &str) -> Vec<u8> {
 }
 
 fn connect(h: &mut Harness, extra: &[&str]) -> Probe {
-    h.display.create_primary(primary(640, 480));
-    h.display
-        .command(common::fill(Rect::new(0, 0, 640, 480), 0x0010_2030));
+    connect_sized(h, 640, 480, extra)
+}
+
+/// A `width`×`height` primary, filled, and a probe that has converged on it.
+fn connect_sized(h: &mut Harness, width: u32, height: u32, extra: &[&str]) -> Probe {
+    h.display.create_primary(primary(width, height));
+    h.display.command(common::fill(
+        Rect::new(0, 0, width.cast_signed(), height.cast_signed()),
+        0x0010_2030,
+    ));
     let mut p = Probe::start_args(h.port(), None, "display", extra);
     p.wait_seen("MARK", T);
-    converge(&mut p, h, "initial frame");
+    converge(&mut p, h, &format!("initial {width}x{height} frame"));
     p
 }
 
@@ -576,12 +583,7 @@ fn large_images_decode_exactly(mode: ImageCompression, ty: u8, formats: &[usize]
         image_compression: mode,
         ..open_config()
     });
-    h.display.create_primary(primary(1024, 768));
-    h.display
-        .command(common::fill(Rect::new(0, 0, 1024, 768), 0x0010_2030));
-    let mut p = Probe::start(h.port(), None, "display");
-    p.wait_seen("MARK", T);
-    converge(&mut p, &h, "initial 1024x768 frame");
+    let mut p = connect_sized(&mut h, 1024, 768, &[]);
     for (k, &fi) in formats.iter().enumerate() {
         let f = &FORMATS[fi];
         let before = h.display.images_sent(ty);
@@ -608,12 +610,7 @@ fn large_jpeg_images_in_bands_are_close_in_spice_gtk() {
         jpeg_wan_compression: WanCompression::Always,
         ..open_config()
     });
-    h.display.create_primary(primary(1024, 768));
-    h.display
-        .command(common::fill(Rect::new(0, 0, 1024, 768), 0x0010_2030));
-    let mut p = Probe::start(h.port(), None, "display");
-    p.wait_seen("MARK", T);
-    converge(&mut p, &h, "initial 1024x768 frame");
+    let mut p = connect_sized(&mut h, 1024, 768, &[]);
     for (fi, ty) in [(7usize, JPEG), (8, JPEG_ALPHA)] {
         let f = &FORMATS[fi];
         let before = h.display.images_sent(ty).0;
