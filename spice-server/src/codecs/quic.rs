@@ -1547,16 +1547,18 @@ mod tests {
         }
     }
 
+    /// Every format QUIC codes.
+    const FORMATS: [PixelFormat; 5] = [
+        PixelFormat::Rgb16,
+        PixelFormat::Rgb24,
+        PixelFormat::Rgb32,
+        PixelFormat::Rgba,
+        PixelFormat::A8,
+    ];
+
     #[test]
     fn quic_round_trip_all_types() {
-        let formats = [
-            PixelFormat::Rgb16,
-            PixelFormat::Rgb24,
-            PixelFormat::Rgb32,
-            PixelFormat::Rgba,
-            PixelFormat::A8,
-        ];
-        for format in formats {
+        for format in FORMATS {
             for (w, h) in [
                 (1u32, 1u32),
                 (2, 1),
@@ -1598,13 +1600,6 @@ mod tests {
             0xdaa8_bf71_be34_82d4,
             0xcc5d_287f_d746_97a6,
         ];
-        let formats = [
-            PixelFormat::Rgb16,
-            PixelFormat::Rgb24,
-            PixelFormat::Rgb32,
-            PixelFormat::Rgba,
-            PixelFormat::A8,
-        ];
         let sizes = [
             (1u32, 1u32),
             (2, 1),
@@ -1616,7 +1611,7 @@ mod tests {
             (2049, 3),
             (300, 64),
         ];
-        for (format, frozen) in formats.into_iter().zip(FROZEN) {
+        for (format, frozen) in FORMATS.into_iter().zip(FROZEN) {
             let mut h = 0xcbf2_9ce4_8422_2325u64;
             for (w, height) in sizes {
                 for top_down in [true, false] {
