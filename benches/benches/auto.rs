@@ -332,22 +332,18 @@ fn report(title: &str, rows: &[&Row], verbose: bool) -> ((f64, f64), (f64, f64))
 fn write_csv(path: &str, rows: &[Row]) {
     use std::fmt::Write as _;
     let mut s = String::from(
-        "category,name,samples,repeats,quic_bits,pairs,flat,gradual,colours,lz,glz,quic,lz4,lz_t,glz_t,quic_t,lz4_t,memcpy_t,auto,auto_t,auto_lz,auto_lz_t\n",
+        "category,name,samples,repeats,quic_bits,lz,glz,quic,lz4,lz_t,glz_t,quic_t,lz4_t,memcpy_t,auto,auto_t,auto_lz,auto_lz_t\n",
     );
     for r in rows {
         let st = r.stats;
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             r.category,
             r.name.replace(',', ";"),
             st.samples,
             st.repeats,
             st.quic_bits,
-            st.pairs,
-            st.flat,
-            st.gradual,
-            st.colours,
             r.codecs[0].0,
             r.codecs[1].0,
             r.codecs[2].0,

@@ -108,8 +108,6 @@ pub const MIN_COMPRESS_BYTES: usize = 256;
 pub const CACHE_MIN_PIXELS: u64 = 32 * 32;
 /// Palettes a client caches (`CLIENT_PALETTE_CACHE_SIZE`).
 pub const PALETTE_CACHE_ENTRIES: usize = 128;
-/// Largest channel difference of a "gradual" neighbour step.
-pub const GRADUAL_STEP: u8 = 24;
 /// Most threads one LZ or JPEG image is encoded on ([`lz::encode_parallel`],
 /// [`jpeg::encode_parallel`]).
 pub const MAX_ENCODE_THREADS: usize = 4;
@@ -171,15 +169,6 @@ pub struct Policy {
 pub struct ImageStats {
     /// Pixels sampled (each compared with its left and upper neighbour).
     pub samples: u32,
-    /// Neighbour pairs compared (two per sample).
-    pub pairs: u32,
-    /// Pairs with equal colours.
-    pub flat: u32,
-    /// Pairs whose channels all differ by at most [`GRADUAL_STEP`] (not all equal).
-    pub gradual: u32,
-    /// Distinct colours among the sampled pixels, approximately (a 4096-bit
-    /// hashed set, so it saturates below 4096).
-    pub colours: u32,
     /// Samples equal to their left or upper neighbour (what LZ codes as
     /// part of a run or a copy of the row above).
     pub repeats: u32,
@@ -266,7 +255,6 @@ pub fn image_stats(img: &ImageRef<'_>) -> ImageStats {
     let ny = (want * h / w).isqrt().clamp(1, (h - 1).min(want));
     let nx = (want / ny).clamp(1, w - 1);
     let (sy, sx) = ((h - 1) / ny, (w - 1) / nx);
-    let mut seen = [0u64; 64];
     let mut y = 1;
     let mut row_index = 0usize;
     while y < h {
@@ -277,15 +265,6 @@ pub fn image_stats(img: &ImageRef<'_>) -> ImageStats {
             let l = rgb_at(cur, x - 1, img.format);
             let a = rgb_at(up, x, img.format);
             st.samples += 1;
-            for n in [l, a] {
-                st.pairs += 1;
-                let d = (0..3).map(|k| c[k].abs_diff(n[k])).max().unwrap_or(0);
-                if d == 0 {
-                    st.flat += 1;
-                } else if d <= GRADUAL_STEP {
-                    st.gradual += 1;
-                }
-            }
             if c == l || c == a {
                 st.repeats += 1;
             }
@@ -296,17 +275,11 @@ pub fn image_stats(img: &ImageRef<'_>) -> ImageStats {
                     st.quic_bits += residual_bits(r);
                 }
             }
-            let key = (u32::from(c[0]) << 16 | u32::from(c[1]) << 8 | u32::from(c[2]))
-                .wrapping_mul(0x9E37_79B1)
-                >> 20;
-            let key = usize::try_from(key).unwrap_or(0);
-            seen[key / 64] |= 1 << (key % 64);
             x += sx;
         }
         y += sy;
         row_index += 1;
     }
-    st.colours = seen.iter().map(|v| v.count_ones()).sum();
     st
 }
 
@@ -1315,7 +1288,6 @@ mod tests {
                 "{w}x{h}: {} samples",
                 st.samples
             );
-            assert_eq!(st.pairs, 2 * st.samples);
             assert!(st.is_photo(), "{w}x{h}: {st:?}");
         }
     }
