@@ -84,27 +84,19 @@ pub fn encode_parallel(
     // Headers first: they reject what JPEG cannot carry before any thread.
     let mut out = jpeg_enc::headers(img, quality, interval)?;
     let band = |k: usize| jpeg_enc::scan(img, quality, k * band_mcu_rows..(k + 1) * band_mcu_rows);
+    // Runs of `per_thread` consecutive bands, one run per thread.
     let per_thread = bands.div_ceil(threads);
-    let coded: Vec<Result<Vec<u8>, CodecError>> = std::thread::scope(|s| {
-        let band = &band;
-        let handles: Vec<_> = (1..bands.div_ceil(per_thread))
-            .map(|t| {
-                s.spawn(move || {
-                    (t * per_thread..((t + 1) * per_thread).min(bands))
-                        .map(band)
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        let mut all: Vec<_> = (0..per_thread.min(bands)).map(band).collect();
-        for h in handles {
-            match h.join() {
-                Ok(v) => all.extend(v),
-                Err(e) => std::panic::resume_unwind(e),
-            }
+    let runs: Vec<std::ops::Range<usize>> = (0..bands)
+        .step_by(per_thread)
+        .map(|k| k..(k + per_thread).min(bands))
+        .collect();
+    let mut coded: Vec<Result<Vec<u8>, CodecError>> = Vec::with_capacity(bands);
+    for run in super::on_threads(&runs, |run| run.clone().map(band).collect::<Vec<_>>()) {
+        match run {
+            Ok(v) => coded.extend(v),
+            Err(e) => std::panic::resume_unwind(e),
         }
-        all
-    });
+    }
     let coded = coded.into_iter().collect::<Result<Vec<_>, _>>()?;
     out.reserve(coded.iter().map(Vec::len).sum::<usize>() + 2 * bands + 2);
     for (k, data) in coded.iter().enumerate() {

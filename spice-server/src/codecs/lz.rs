@@ -488,7 +488,7 @@ fn decompress<P: LzPixel>(rd: &mut Reader<'_>, out: &mut [P]) -> Result<(), Code
 /// the output position (`lz_decompress_tmpl.c`: a reference is `op - ofs`,
 /// checked only against the start of the image), so the concatenation decodes
 /// exactly like one stream. Band 0 is compressed on the calling thread, the
-/// others on scoped threads.
+/// others on scoped threads ([`super::on_threads`]).
 fn compress_bands<P: LzPixel + Sync>(px: &[P], width: usize, bands: usize, out: &mut Vec<u8>) {
     let rows = px.len().checked_div(width).unwrap_or(0);
     if bands <= 1 || rows < 2 {
@@ -496,26 +496,17 @@ fn compress_bands<P: LzPixel + Sync>(px: &[P], width: usize, bands: usize, out: 
         return;
     }
     let band_rows = rows.div_ceil(bands.min(rows));
-    let mut chunks = px.chunks(band_rows * width);
-    let first = chunks.next().unwrap_or_default();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = chunks
-            .map(|band| {
-                s.spawn(move || {
-                    let mut v = Vec::with_capacity(band.len() + band.len() / 4 + 64);
-                    compress(band, width, &mut v);
-                    v
-                })
-            })
-            .collect();
-        compress(first, width, out);
-        for h in handles {
-            match h.join() {
-                Ok(v) => out.extend_from_slice(&v),
-                Err(e) => std::panic::resume_unwind(e),
-            }
+    let chunks: Vec<&[P]> = px.chunks(band_rows * width).collect();
+    for band in super::on_threads(&chunks, |band| {
+        let mut v = Vec::with_capacity(band.len() + band.len() / 4 + 64);
+        compress(band, width, &mut v);
+        v
+    }) {
+        match band {
+            Ok(v) => out.extend_from_slice(&v),
+            Err(e) => std::panic::resume_unwind(e),
         }
-    });
+    }
 }
 
 /// Encodes `img` with its natural LZ type (RGBA → `RGBA`, palettes → `PLT*`...).

@@ -127,25 +127,11 @@ pub fn encode_parallel(img: &ImageRef<'_>, threads: usize) -> Result<Vec<u8>, Co
     // Bands of whole rows, at most one block's worth of rows each.
     let band_rows = rows.div_ceil(threads).min(max_block_rows(row_bytes));
     let bands: Vec<&[u8]> = data.chunks(band_rows * row_bytes).collect();
-    let results: Vec<Result<Vec<u8>, CodecError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = bands
-            .iter()
-            .skip(1)
-            .map(|band| scope.spawn(move || compress_band(band)))
-            .collect();
-        // The calling thread takes the first band.
-        let first = bands.first().map_or(Ok(Vec::new()), |b| compress_band(b));
-        std::iter::once(first)
-            .chain(handles.into_iter().map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(CodecError::Lz4("encoder thread panicked".into())))
-            }))
-            .collect()
-    });
-    let mut blocks = Vec::with_capacity(results.len());
-    for r in results {
-        blocks.push(r?);
-    }
+    // The calling thread takes the first band.
+    let blocks = super::on_threads(&bands, |b| compress_band(b))
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|_| Err(CodecError::Lz4("encoder thread panicked".into()))))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut out = Vec::with_capacity(2 + blocks.iter().map(|b| b.len() + 4).sum::<usize>());
     out.push(u8::from(img.top_down));
     out.push(fmt);

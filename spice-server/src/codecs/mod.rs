@@ -49,6 +49,29 @@ pub mod lz4;
 pub mod quic;
 pub mod zlib_glz;
 
+/// Runs `f` on every item — the first on the calling thread, each other on a
+/// scoped thread of its own — and returns the results in item order. A
+/// thread that panicked gives `Err` with its panic (the caller resumes it or
+/// turns it into an error); a panic on the calling thread unwinds at once.
+/// The banded encoders ([`lz::encode_parallel`], [`lz4::encode_parallel`],
+/// [`jpeg::encode_parallel`]) run their bands with it.
+pub(crate) fn on_threads<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<std::thread::Result<R>> {
+    let Some((first, rest)) = items.split_first() else {
+        return Vec::new();
+    };
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = rest.iter().map(|it| s.spawn(move || f(it))).collect();
+        let mut out = Vec::with_capacity(items.len());
+        out.push(Ok(f(first)));
+        out.extend(handles.into_iter().map(|h| h.join()));
+        out
+    })
+}
+
 /// The pixel formats the codecs deal in (memory layouts of `SpiceBitmap`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PixelFormat {
